@@ -91,3 +91,163 @@ def r1_penalty(d_fn: Callable[[Array], Array], real: Array) -> Array:
     """
     grads = jax.grad(lambda x: jnp.sum(d_fn(x)))(real)
     return jnp.mean(jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim))))
+
+
+# --- VAE / autoencoder objectives -----------------------------------------------------------
+#
+# Per-example quantities are in nats and summed over the event axes: the last three (H, W, C)
+# for images, the last one for latents; leading axes ([B] or [k, B]) are kept. ``out`` is the
+# decoder's raw output: Bernoulli logits, the Gaussian mean, or for "gaussian_learned" the mean
+# and an unconstrained per-pixel log-scale stacked along the channel axis ([..., 2C]).
+
+LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_learned")
+RECONSTRUCTION_LOSSES = ("mse", "bce")
+_LOG_2PI = 1.8378770664093453  # log(2 * pi)
+
+
+def _check_likelihood(kind: str) -> None:
+    if kind not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood '{kind}'; expected one of {', '.join(LIKELIHOODS)}")
+
+
+def _sum_image(x: Array) -> Array:
+    return jnp.sum(x, axis=(-3, -2, -1))
+
+
+def likelihood_channels(kind: str, channels: int) -> int:
+    """Number of decoder output channels the likelihood ``kind`` needs for ``channels``."""
+    _check_likelihood(kind)
+    return 2 * channels if kind == "gaussian_learned" else channels
+
+
+def bernoulli_log_likelihood(logits: Array, x: Array) -> Array:
+    """``log Bernoulli(x | sigmoid(logits))`` summed over (H, W, C); ``x`` in {0, 1} (or [0, 1])."""
+    return _sum_image(x * logits - jax.nn.softplus(logits))
+
+
+def gaussian_log_likelihood(mean: Array, log_scale: Array | float, x: Array) -> Array:
+    """``log N(x | mean, exp(log_scale)^2)`` summed over (H, W, C): a density, not a probability."""
+    log_scale = jnp.broadcast_to(log_scale, mean.shape)
+    z = (x - mean) * jnp.exp(-log_scale)
+    return _sum_image(-0.5 * jnp.square(z) - log_scale - 0.5 * _LOG_2PI)
+
+
+def split_gaussian(out: Array, min_log_scale: float = -5.0) -> tuple[Array, Array]:
+    """Splits ``[..., 2C]`` decoder output into (mean, log-scale), the log-scale softly floored.
+
+    The floor keeps the density bounded where pixels are constant (e.g. black backgrounds),
+    which would otherwise drive the scale to zero and the log-likelihood to infinity.
+    """
+    mean, raw = jnp.split(out, 2, axis=-1)
+    return mean, min_log_scale + jax.nn.softplus(raw - min_log_scale)
+
+
+def log_likelihood(kind: str, out: Array, x: Array, *, scale: float = 0.1) -> Array:
+    """``log p(x | z)`` per example for a likelihood ``kind`` in ``LIKELIHOODS``.
+
+    Args:
+      kind: "bernoulli" (``out`` are logits), "gaussian_fixed" (``out`` is the mean, standard
+        deviation ``scale``) or "gaussian_learned" (``out`` is mean and log-scale, see
+        ``split_gaussian``).
+      out: decoder output ``[..., H, W, C']``.
+      x: target images ``[..., H, W, C]`` in [0, 1]; broadcast against ``out``.
+      scale: the fixed standard deviation of "gaussian_fixed".
+
+    Returns:
+      ``[...]`` log-likelihoods in nats.
+    """
+    _check_likelihood(kind)
+    if kind == "bernoulli":
+        return bernoulli_log_likelihood(out, x)
+    if kind == "gaussian_fixed":
+        if scale <= 0:
+            raise ValueError(f"gaussian_fixed needs scale > 0, got {scale}")
+        return gaussian_log_likelihood(out, jnp.log(scale), x)
+    return gaussian_log_likelihood(*split_gaussian(out), x)
+
+
+def likelihood_mean(kind: str, out: Array) -> Array:
+    """The mean image ``E[x | z]`` of the likelihood, clipped to [0, 1] for display."""
+    _check_likelihood(kind)
+    if kind == "bernoulli":
+        return jax.nn.sigmoid(out)
+    if kind == "gaussian_learned":
+        out = split_gaussian(out)[0]
+    return jnp.clip(out, 0.0, 1.0)
+
+
+def gaussian_kl(mean: Array, logvar: Array) -> Array:
+    """``KL(N(mean, exp(logvar)) || N(0, I))`` summed over the last axis (analytic)."""
+    return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
+
+
+def diag_gaussian_log_density(z: Array, mean: Array | float = 0.0, logvar: Array | float = 0.0):
+    """``log N(z | mean, diag(exp(logvar)))`` summed over the last axis (defaults: N(0, I))."""
+    logvar = jnp.broadcast_to(logvar, z.shape)
+    return -0.5 * jnp.sum(
+        jnp.square(z - mean) * jnp.exp(-logvar) + logvar + _LOG_2PI,
+        axis=-1,
+    )
+
+
+def reparameterize(rng: Array, mean: Array, logvar: Array, num_samples: int | None = None):
+    """``z = mean + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``; ``[k, *mean.shape]`` if k."""
+    shape = mean.shape if num_samples is None else (num_samples, *mean.shape)
+    eps = jax.random.normal(rng, shape, mean.dtype)
+    return mean + jnp.exp(0.5 * logvar) * eps
+
+
+def kl_weight(step: Array | int, beta: float = 1.0, warmup_steps: int = 0) -> Array:
+    """KL weight with linear warm-up: ``beta * min(1, step / warmup_steps)`` (Bowman et al. 2016).
+
+    ``warmup_steps = 0`` gives the constant ``beta`` (``beta = 1``: the ELBO; ``beta > 1``: the
+    beta-VAE of Higgins et al. 2017).
+    """
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if warmup_steps == 0:
+        return jnp.asarray(beta, jnp.float32)
+    return beta * jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup_steps)
+
+
+def vae_loss(log_lik: Array, kl: Array, beta: Array | float = 1.0) -> tuple[Array, dict]:
+    """Batch-mean ``-(log p(x|z) - beta * KL)`` from per-example ``[B]`` terms.
+
+    ``parts["elbo"]`` is the unweighted bound ``log p(x|z) - KL`` whatever ``beta`` is.
+    """
+    loss = jnp.mean(beta * kl - log_lik)
+    parts = {
+        "elbo": jnp.mean(log_lik - kl),
+        "log_likelihood": jnp.mean(log_lik),
+        "kl": jnp.mean(kl),
+    }
+    return loss, parts
+
+
+def reconstruction_loss(kind: str, out: Array, target: Array) -> Array:
+    """Autoencoder reconstruction loss, mean over pixels and batch.
+
+    "mse": ``(out - target)^2`` with ``out`` the image itself; "bce": sigmoid cross-entropy
+    with ``out`` the logits and ``target`` in [0, 1].
+    """
+    if kind == "mse":
+        return jnp.mean(jnp.square(out - target))
+    if kind == "bce":
+        return jnp.mean(jax.nn.softplus(out) - target * out)
+    raise ValueError(
+        f"unknown reconstruction loss '{kind}'; expected one of {', '.join(RECONSTRUCTION_LOSSES)}"
+    )
+
+
+def reconstruction_image(kind: str, out: Array) -> Array:
+    """The reconstructed image in [0, 1] from the decoder output of ``reconstruction_loss``."""
+    return jax.nn.sigmoid(out) if kind == "bce" else jnp.clip(out, 0.0, 1.0)
+
+
+def l2_penalty(params) -> Array:
+    """``0.5 * sum ||w||^2`` over weight matrices and kernels (leaves with ndim >= 2).
+
+    Biases and normalisation scales are left out, as is usual for weight decay.
+    """
+    leaves = [p for p in jax.tree_util.tree_leaves(params) if p.ndim >= 2]
+    return 0.5 * sum(jnp.sum(jnp.square(p)) for p in leaves)
