@@ -1,0 +1,101 @@
+"""Training batches from an in-memory dataset that lives on the accelerator.
+
+The uint8 images are put on the device once; every step gathers its batch there with a
+jitted ``take``. The order is a fresh permutation per epoch derived from ``(seed, epoch)``,
+so the batch of any step is a pure function of ``(seed, step)``: a resumed run sees exactly
+the batches an uninterrupted run sees. The last partial batch of an epoch is dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SCALES = ("-1_1", "0_1")
+
+
+def scale_images(images, scale: str):
+    """uint8 [0, 255] -> float32 in [-1, 1] (``"-1_1"``) or [0, 1] (``"0_1"``)."""
+    x = jnp.asarray(images, jnp.float32) / 255.0
+    if scale == "-1_1":
+        return x * 2.0 - 1.0
+    if scale == "0_1":
+        return x
+    raise ValueError(f"unknown pixel scale '{scale}'; expected one of {', '.join(SCALES)}")
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _permutation(key, n):
+    return jax.random.permutation(key, n)
+
+
+@functools.partial(jax.jit, static_argnames=("batch", "n_devices", "scale"))
+def _gather(images, labels, perm, index, *, batch, n_devices, scale):
+    idx = jax.lax.dynamic_slice_in_dim(perm, index * batch, batch)
+    out = {"image": scale_images(jnp.take(images, idx, axis=0), scale)}
+    if labels is not None:
+        out["label"] = jnp.take(labels, idx, axis=0)
+    if n_devices > 1:  # [n_devices, batch / n_devices, ...] for pmap
+        out = jax.tree.map(lambda x: x.reshape((n_devices, -1) + x.shape[1:]), out)
+    return out
+
+
+class TrainData:
+    """Deterministic, device-resident, per-epoch shuffled training batches."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        global_batch: int,
+        seed: int = 0,
+        n_devices: int = 1,
+        scale: str = "-1_1",
+    ):
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"TrainData expects uint8 images [N, H, W, C], got {images.dtype} {images.shape}"
+            )
+        if scale not in SCALES:
+            raise ValueError(f"unknown pixel scale '{scale}'; expected one of {', '.join(SCALES)}")
+        n = images.shape[0]
+        if global_batch > n:
+            raise ValueError(
+                f"batch size {global_batch} is larger than the dataset ({n} images); "
+                "lower train.batch_size"
+            )
+        if global_batch % n_devices:
+            raise ValueError(
+                f"batch size {global_batch} is not divisible by the {n_devices} devices; "
+                "set train.batch_size to a multiple of the device count"
+            )
+        self.num_examples = n
+        self.global_batch = global_batch
+        self.n_devices = n_devices
+        self.scale = scale
+        self.steps_per_epoch = n // global_batch
+        self.image_shape = tuple(images.shape[1:])
+        self._images = jax.device_put(images)
+        self._labels = None if labels is None else jax.device_put(labels.astype(np.int32))
+        self._key = jax.random.fold_in(jax.random.key(seed), 0x0DA7A)  # data stream of `seed`
+        self._epoch, self._perm = -1, None
+
+    def batch(self, step: int) -> dict:
+        """The batch of global step ``step``: ``{"image": float32, "label": int32}``."""
+        epoch, index = divmod(int(step), self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._perm = _permutation(jax.random.fold_in(self._key, epoch), self.num_examples)
+            self._epoch = epoch
+        return _gather(
+            self._images,
+            self._labels,
+            self._perm,
+            index,
+            batch=self.global_batch,
+            n_devices=self.n_devices,
+            scale=self.scale,
+        )

@@ -1,0 +1,36 @@
+"""Turning model outputs into pictures: image grids and PNG files."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+
+def make_grid(images, ncols: int | None = None, pad: int = 2, pad_value: float = 1.0):
+    """Tile float images ``[N, H, W, C]`` in [0, 1] into one uint8 picture ``[h, w, C]``."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"make_grid expects images [N, H, W, C], got shape {images.shape}")
+    n, h, w, c = images.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, np.float32)
+    for i, image in enumerate(images):
+        r, q = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        grid[y : y + h, x : x + w] = image
+    return np.round(np.clip(grid, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def save_png(path, picture: np.ndarray) -> None:
+    """Write a uint8 ``[h, w, C]`` picture atomically (a reader never sees half a file)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = picture[..., 0] if picture.shape[-1] == 1 else picture
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(array).save(tmp, format="PNG", optimize=True)
+    os.replace(tmp, path)

@@ -1,0 +1,63 @@
+"""Orbax checkpoints of a run's state, and rebuilding a finished run from its workdir."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+RUN_INFO_FILE = "run_info.json"
+
+
+def checkpoint_manager(workdir, max_to_keep: int = 3) -> ocp.CheckpointManager:
+    """The run's ``CheckpointManager`` over ``workdir/checkpoints`` (keeps the newest N)."""
+    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state) -> None:
+    """Save an (unreplicated) state; Orbax writes to a temporary folder, then renames."""
+    manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
+    """Restore ``step`` (default: latest) into the structure of ``abstract_state``."""
+    step = manager.latest_step() if step is None else step
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+
+def load_run_config(workdir) -> tuple[ml_collections.ConfigDict, dict]:
+    """(config, run_info) written by the training loop into ``workdir``."""
+    workdir = pathlib.Path(workdir)
+    paths = [workdir / CONFIG_FILE, workdir / RUN_INFO_FILE]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: --workdir must be a training run's folder "
+                "(made by python -m experiments.<name> --workdir=...)"
+            )
+    config = ml_collections.ConfigDict(json.loads(paths[0].read_text()))
+    return config, json.loads(paths[1].read_text())
+
+
+def restore_run(workdir, step: int | None = None):
+    """Rebuild a run from its workdir: ``(config, family, state, run_info)`` at ``step``
+    (default: the latest checkpoint)."""
+    from genimg.train import build_family  # deferred: genimg.train imports families lazily
+
+    config, info = load_run_config(workdir)
+    family = build_family(config, tuple(info["image_shape"]), info.get("num_classes"))
+    manager = checkpoint_manager(workdir)
+    if manager.latest_step() is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {pathlib.Path(workdir) / 'checkpoints'}: train the run first"
+        )
+    abstract = jax.eval_shape(family.init_state, jax.random.key(0))
+    state = restore(manager, abstract, step)
+    manager.close()
+    return config, family, state, info
