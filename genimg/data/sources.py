@@ -162,7 +162,8 @@ def _finish(
         images = images[:max_examples]
         labels = None if labels is None else labels[:max_examples]
     n, h, w = images.shape[:3]
-    count = f"{n} images" if n == loaded.total else f"first {n} of {loaded.total} images"
+    noun = "image" if loaded.total == 1 else "images"
+    count = f"{n} {noun}" if n == loaded.total else f"first {n} of {loaded.total} {noun}"
     details = [split, count]
     if image_size is not None and (h, w) != (image_size, image_size):
         images = resize_images(images, image_size)
@@ -580,10 +581,15 @@ def _load_tfds(
         try:
             builder.download_and_prepare(file_format="array_record")
         except ImportError as e:
+            module = (e.name or "tensorflow").split(".")[0]
+            fix = (
+                "pip install 'genimg[tfds-prepare]'"
+                if module == "tensorflow"
+                else f"pip install {module}"
+            )
             raise DataError(
-                f"preparing TFDS dataset '{name}' needs TensorFlow ({_first_line(e)}); "
-                "pip install 'genimg[tfds-prepare]', or use a local copy: "
-                f"{_LOCAL_ALTERNATIVES}"
+                f"preparing TFDS dataset '{name}' needs the missing module '{module}'; {fix}, "
+                f"or use a local copy: {_LOCAL_ALTERNATIVES}"
             ) from e
         except Exception as e:  # noqa: BLE001 -- download/prepare errors vary; keep one line.
             raise DataError(
