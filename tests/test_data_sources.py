@@ -393,6 +393,18 @@ def test_resize_matches_antialiased_bilinear_reference():
         assert np.abs(ours.astype(int) - reference).max() <= 1  # Pillow rounds between passes
 
 
+def _pil_bilinear(image: np.ndarray, size: int) -> np.ndarray:
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    return np.asarray(pil.resize((size, size), Image.BILINEAR)).reshape(size, size, -1)
+
+
+@pytest.mark.parametrize(("shape", "size"), [((3, 28, 28, 1), 32), ((2, 40, 40, 3), 17)])
+def test_resize_is_pillow_image_by_image(shape, size):
+    images = np.random.default_rng(8).integers(0, 256, shape, np.uint8)
+    expected = np.stack([_pil_bilinear(image, size) for image in images])
+    np.testing.assert_array_equal(sources.resize_images(images, size), expected)
+
+
 def test_resize_keeps_constant_images():
     images = np.full((2, 9, 9, 1), 77, np.uint8)
     assert (sources.resize_images(images, 4) == 77).all()

@@ -184,18 +184,36 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Resizes uint8 [N, H, W, C] to [N, size, size, C] with Pillow's BILINEAR filter.
 
     Pillow's bilinear filter widens with the downscale factor, so downscaling is antialiased
-    (the "clean" resize that FID tooling expects). A per-image loop in Pillow's C code beat a
-    vectorised numpy emulation of it on CPU (60k 28->32: about 1.5-2.8 s vs 2.6-4.9 s).
+    (the "clean" resize FID tooling expects). Pillow resizes in two separable passes,
+    horizontal then vertical, rounding to uint8 in between; we run each pass once over a
+    tall strip of many images (the vertical pass on transposed images), which gives the same
+    bytes as resizing image by image (for non-square inputs Pillow >= 13 may do the vertical
+    pass first, moving a few pixels by one grey level) at a fraction of the Python overhead:
+    60k 28x28 -> 32x32 takes about 1.3 s on a loaded 2-core CPU vs 2.7 s image by image.
     """
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise DataError(
             f"resize_images needs uint8 [N, H, W, C] with C in (1, 3), got "
             f"{images.dtype} {images.shape}"
         )
-    out = np.empty((images.shape[0], size, size, images.shape[-1]), np.uint8)
-    for i, image in enumerate(images):
-        out[i] = _pil_resize(image, size)
+    n, h, w, c = images.shape
+    out = np.empty((n, size, size, c), np.uint8)
+    chunk = max(1, (1 << 24) // (h * max(w, size) * c))  # ~16 MB strips
+    for start in range(0, n, chunk):
+        x = images[start : start + chunk]
+        m = x.shape[0]
+        x = _resize_rows(x.reshape(m * h, w, c), size).reshape(m, h, size, c)
+        x = np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(m * size, h, c)
+        x = _resize_rows(x, size).reshape(m, size, size, c)  # [M, W', H', C]
+        out[start : start + chunk] = x.transpose(0, 2, 1, 3)
     return out
+
+
+def _resize_rows(rows: np.ndarray, size: int) -> np.ndarray:
+    """[M, W, C] -> [M, size, C]: Pillow's horizontal BILINEAR pass over M independent rows."""
+    m, w, c = rows.shape
+    strip = Image.fromarray(rows[..., 0] if c == 1 else rows)
+    return np.asarray(strip.resize((size, m), Image.BILINEAR)).reshape(m, size, c)
 
 
 def _stack(images: Sequence[np.ndarray], image_size: int | None, names: Sequence[str]):
