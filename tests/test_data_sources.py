@@ -258,6 +258,7 @@ def test_folder_mixed_sizes_png_and_jpeg(tmp_path):
     _save(tmp_path / "b_blue" / "0.jpg", np.full((16, 16, 3), (0, 0, 255), np.uint8), quality=95)
     data = load(f"folder:{tmp_path}", image_size=8)
     assert data.images.shape == (2, 8, 8, 3) and data.labels.tolist() == [0, 1]
+    assert data.description.endswith("(train, 2 images, resized 2 mixed-size images to 8x8)")
     np.testing.assert_array_equal(data.images[0], np.full((8, 8, 3), (255, 0, 0)))
     assert np.abs(data.images[1].astype(int) - np.array([0, 0, 255])).max() <= 3  # JPEG loss
 
@@ -503,10 +504,17 @@ def test_unknown_source():
     )
 
 
-@pytest.mark.parametrize("kwargs", [{"image_size": 0}, {"max_examples": 0}, {"image_size": 2.5}])
+@pytest.mark.parametrize(
+    "kwargs", [{"image_size": 0}, {"max_examples": -1}, {"image_size": 2.5}, {"image_size": True}]
+)
 def test_bad_arguments(kwargs):
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=next(iter(kwargs))):
         load("digits", **kwargs)
+
+
+def test_numpy_int_arguments():
+    data = load("digits", "test", np.int64(4), max_examples=np.int32(3))
+    assert data.images.shape == (3, 4, 4, 1)
 
 
 def test_image_data_validates():

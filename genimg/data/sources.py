@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import numbers
 import os
 import pathlib
 import pickle
@@ -103,6 +104,7 @@ class _Loaded(NamedTuple):
     num_classes: int | None
     where: str  # e.g. "idx:/usr/share/datasets/fashion-mnist"
     total: int  # images in the split before `max_examples`
+    note: str = ""  # e.g. how mixed-size images were resized
 
 
 def load(
@@ -128,10 +130,8 @@ def load(
     """
     if not isinstance(source, str) or not source:
         raise DataError(f"data source must be a non-empty string, one of {SOURCES_HELP}")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise DataError(f"image_size must be a positive int or None, got {image_size!r}")
-    if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
-        raise DataError(f"max_examples must be a positive int or None, got {max_examples!r}")
+    image_size = _positive_int_or_none(image_size, "image_size")
+    max_examples = _positive_int_or_none(max_examples, "max_examples")
 
     kind, sep, arg = source.partition(":")
     if kind == "tfds" and sep:
@@ -140,10 +140,12 @@ def load(
     elif kind in ("idx", "folder", "npz") and sep:
         if not arg:
             raise DataError(f"data source '{source}' needs a path after '{kind}:'")
-        reader: Callable[..., _Loaded] = {"idx": _load_idx, "folder": _load_folder}.get(
-            kind, _load_npz
-        )
-        loaded = reader(os.path.expanduser(arg), split, image_size, max_examples)
+        readers: dict[str, Callable[..., _Loaded]] = {
+            "idx": _load_idx,
+            "folder": _load_folder,
+            "npz": _load_npz,
+        }
+        loaded = readers[kind](os.path.expanduser(arg), split, image_size, max_examples)
     elif source == "digits":
         loaded = _load_digits(split)
     elif source in _SHORT_NAMES:
@@ -151,6 +153,14 @@ def load(
     else:
         raise DataError(f"unknown data source '{source}'; expected one of {SOURCES_HELP}")
     return _finish(loaded, split, image_size, max_examples)
+
+
+def _positive_int_or_none(value, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise DataError(f"{name} must be a positive int or None, got {value!r}")
+    return int(value)
 
 
 def _finish(
@@ -164,7 +174,7 @@ def _finish(
     n, h, w = images.shape[:3]
     noun = "image" if loaded.total == 1 else "images"
     count = f"{n} {noun}" if n == loaded.total else f"first {n} of {loaded.total} {noun}"
-    details = [split, count]
+    details = [split, count] + ([loaded.note] if loaded.note else [])
     if image_size is not None and (h, w) != (image_size, image_size):
         images = resize_images(images, image_size)
         details.append(f"resized {h}x{w} -> {image_size}x{image_size}")
@@ -216,9 +226,14 @@ def _resize_rows(rows: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(strip.resize((size, m), Image.BILINEAR)).reshape(m, size, c)
 
 
-def _stack(images: Sequence[np.ndarray], image_size: int | None, names: Sequence[str]):
-    """Stacks HWC uint8 images of possibly different sizes; PIL-resizes those that differ
-    from `image_size`. Needs `image_size` when sizes differ."""
+def _stack(
+    images: Sequence[np.ndarray], image_size: int | None, names: Sequence[str]
+) -> tuple[np.ndarray, str]:
+    """Stacks HWC uint8 images of possibly different sizes into [N, H, W, C].
+
+    Mixed sizes need `image_size`; the images of another size are resized one by one, and the
+    returned note says how many. Equal sizes are left to the batched `resize_images`.
+    """
     shapes = {im.shape[:2] for im in images}
     if len(shapes) > 1 and image_size is None:
         first = images[0].shape[:2]
@@ -227,10 +242,12 @@ def _stack(images: Sequence[np.ndarray], image_size: int | None, names: Sequence
             f"images have different sizes ({names[0]} is {first[0]}x{first[1]}, {names[i]} is "
             f"{images[i].shape[0]}x{images[i].shape[1]}); pass image_size=N to resize them all"
         )
-    if len(shapes) > 1:
-        target = (image_size, image_size)
-        images = [im if im.shape[:2] == target else _pil_resize(im, image_size) for im in images]
-    return np.stack(images)
+    if len(shapes) == 1:
+        return np.stack(images), ""
+    target = (image_size, image_size)
+    resized = sum(im.shape[:2] != target for im in images)
+    images = [im if im.shape[:2] == target else _pil_resize(im, image_size) for im in images]
+    return np.stack(images), f"resized {resized} mixed-size images to {image_size}x{image_size}"
 
 
 def _pil_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -411,13 +428,14 @@ def _load_folder(directory: str, split: str, image_size=None, max_examples=None)
     gray = all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for im in pil_images)
     arrays = [np.asarray(im.convert("L" if gray else "RGB")) for im in pil_images]
     arrays = [a[..., None] if gray else a for a in arrays]
-    images = _stack(arrays, image_size, [str(p) for p in files])
+    images, note = _stack(arrays, image_size, [str(p) for p in files])
     return _Loaded(
         images=images,
         labels=None if labels is None else np.asarray(labels, np.int32),
         num_classes=len(class_dirs) if class_dirs else None,
         where=f"folder:{root}",
         total=total,
+        note=note,
     )
 
 
@@ -644,9 +662,9 @@ def _load_tfds(
     arrays = [a[..., None] if a.ndim == 2 else a for a in arrays]
     if len({a.shape[-1] for a in arrays}) > 1:
         raise DataError(f"TFDS dataset '{name}' mixes channel counts; it is not supported")
-    images = _stack(arrays, image_size, [f"{name}[{i}]" for i in range(count)])
+    images, note = _stack(arrays, image_size, [f"{name}[{i}]" for i in range(count)])
     labels = num_classes = None
     if has_label:
         labels = np.asarray([ex["label"] for ex in examples], np.int32)
         num_classes = getattr(features["label"], "num_classes", None)
-    return _Loaded(images, labels, num_classes, f"tfds:{name}", total)
+    return _Loaded(images, labels, num_classes, f"tfds:{name}", total, note)
