@@ -107,11 +107,20 @@ def test_idx_missing_labels(tmp_path):
 
 
 def test_idx_bad_magic(tmp_path):
-    images_path, _ = _write_pair(tmp_path, images=b"\x1f\x8b\x08\x03" + bytes(100))
+    images_path, _ = _write_pair(tmp_path, images=b"\x50\x4b\x03\x04" + bytes(100))
     with pytest.raises(DataError) as excinfo:
         load(f"idx:{tmp_path}")
     message = _one_line_error(excinfo)
     assert images_path.name in message and "magic" in message
+
+
+def test_idx_gzip_without_suffix(tmp_path):
+    images, _ = _random_mnist(np.random.default_rng(0))
+    images_path, _ = _write_pair(tmp_path, images=gzip.compress(_idx_bytes(images)))
+    with pytest.raises(DataError) as excinfo:
+        load(f"idx:{tmp_path}")
+    message = _one_line_error(excinfo)
+    assert images_path.name in message and ".gz" in message
 
 
 def test_idx_truncated(tmp_path):
@@ -475,6 +484,26 @@ def test_tfds_prepare_on_request_then_read_array_record(monkeypatch):
     sliced = load("tfds:genimg_tiny_images:test[1:]")
     assert sliced.description == "tfds:genimg_tiny_images (test[1:], 1 image)"
     assert sliced.images[0, 0, 0, 0] in (0, 10)
+
+
+def test_tfds_unknown_split(monkeypatch):
+    monkeypatch.setenv("GENIMG_TFDS_DOWNLOAD", "1")
+    with pytest.raises(DataError) as excinfo:
+        load("tfds:genimg_tiny_images:validation")
+    message = _one_line_error(excinfo)
+    assert "'validation'" in message and "splits: train, test" in message
+
+
+def test_tfds_prepare_without_tensorflow(monkeypatch):
+    def prepare_needing_tensorflow(self, **kwargs):
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+    monkeypatch.setenv("GENIMG_TFDS_DOWNLOAD", "1")
+    monkeypatch.setattr(GenimgTinyImages, "download_and_prepare", prepare_needing_tensorflow)
+    with pytest.raises(DataError) as excinfo:
+        load("tfds:genimg_tiny_images")
+    message = _one_line_error(excinfo)
+    assert "pip install 'genimg[tfds-prepare]'" in message and "idx:DIR" in message
 
 
 def test_short_name_falls_back_to_tfds_with_one_line_error():

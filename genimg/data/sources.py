@@ -272,6 +272,8 @@ def parse_idx(data: bytes, name: str, ndim: int) -> np.ndarray:
     Returns:
       A writable uint8 array of the dimensions stored in the header.
     """
+    if data[:2] == b"\x1f\x8b":
+        raise DataError(f"{name} is gzip-compressed but not named .gz; rename it to end in .gz")
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DataError(
             f"{name} is not an IDX file (bad magic {data[:4].hex() or 'none'}); "
@@ -643,6 +645,12 @@ def _load_tfds(
                 "GENIMG_TFDS_DOWNLOAD=1 to prepare it (needs internet and "
                 "pip install 'genimg[tfds-prepare]'), point $GENIMG_TFDS_DIR at a prepared "
                 f"copy, or use {_LOCAL_ALTERNATIVES}"
+            ) from e
+        if isinstance(e, NotImplementedError):  # prepared as TFRecord: no random access
+            raise DataError(
+                f"TFDS dataset '{name}' in {shown_dir} is not in ArrayRecord format "
+                f"({_first_line(e)}); prepare it again with file_format='array_record' or use "
+                f"{_LOCAL_ALTERNATIVES}"
             ) from e
         raise DataError(
             f"cannot read split '{split}' of TFDS dataset '{name}' in {shown_dir} "
