@@ -283,6 +283,16 @@ def test_refstats_bad_keys_and_counts(tmp_path):
     assert compute.calls == 1 and os.listdir(tmp_path) == []
 
 
+def test_refstats_unwritable_cache_still_returns_stats(tmp_path, caplog):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    feats = np.random.default_rng(13).normal(size=(40, 3))
+    with caplog.at_level(logging.WARNING):
+        mu, _, extra = cached_reference_stats(_key(), _Counter(feats), not_a_dir)
+    assert "could not write" in caplog.text and not extra["from_cache"]
+    np.testing.assert_allclose(mu, feats.mean(0), rtol=1e-12)
+
+
 def test_array_tree_checksum_sees_every_weight():
     params = {"conv": {"kernel": np.ones((3, 3)), "bias": np.zeros(3)}, "dense": [np.ones(2)]}
     base = array_tree_checksum(params)

@@ -15,6 +15,8 @@ import scipy.linalg
 
 from genimg.metrics.feature_stats import FeatureStats
 
+_log = logging.getLogger(__name__)
+
 # sqrtm's relative residual ||X @ X - A||_F / ||A||_F above which the product is treated as
 # singular (what scipy < 1.16 reported as "Matrix is singular and may not have a square root").
 _SQRTM_MAX_REL_RESIDUAL = 1e-5
@@ -75,7 +77,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         not np.isfinite(covmean).all()
         or _sqrtm_residual(covmean, product) > _SQRTM_MAX_REL_RESIDUAL
     ):
-        logging.warning(
+        _log.warning(
             "FID: sigma1 @ sigma2 is singular; adding %g to the diagonal of both covariances", eps
         )
         offset = np.eye(mu1.shape[0]) * eps

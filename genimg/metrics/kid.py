@@ -23,7 +23,7 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 between equal-size samples x, y ([m, D]) under `polynomial_kernel`.
 
     (sum_{i!=j} k(x_i, x_j) + sum_{i!=j} k(y_i, y_j)) / (m (m - 1)) - 2 sum_{i,j} k(x_i, y_j) / m^2,
-    the estimator of Binkowski et al. (eq. 2 with the full cross term, as clean-fid and
+    the estimator of Binkowski et al. (the cross term over all m^2 pairs, as clean-fid and
     torch-fidelity's default 'unbiased').
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)

@@ -27,6 +27,8 @@ import numpy as np
 
 from genimg.metrics.feature_stats import FeatureStats
 
+_log = logging.getLogger(__name__)
+
 # Every key must say what the statistics were computed from; extra entries (e.g. resolution)
 # are allowed and become part of the key.
 REQUIRED_KEY_PARTS = (
@@ -123,6 +125,7 @@ def _save_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -183,9 +186,9 @@ def cached_reference_stats(
         try:
             loaded = _load(path, key_json, store_features)
             if loaded is None:
-                logging.info("refstats: %s has no features; recomputing to store them", path)
+                _log.info("refstats: %s has no features; recomputing to store them", path)
         except Exception as e:  # noqa: BLE001 -- any unreadable cache is recomputed, never fatal
-            logging.warning("refstats: cache file %s is corrupt (%s); recomputing", path, e)
+            _log.warning("refstats: cache file %s is corrupt (%s); recomputing", path, e)
     from_cache = loaded is not None
     if not from_cache:
         loaded = _stats_from_compute(compute_fn(), store_features, key_parts["num_images"])
@@ -202,7 +205,7 @@ def cached_reference_stats(
             os.makedirs(cache_dir, exist_ok=True)
             _save_atomic(path, arrays)
         except OSError as e:
-            logging.warning("refstats: could not write cache %s (%s); continuing uncached", path, e)
+            _log.warning("refstats: could not write cache %s (%s); continuing uncached", path, e)
     extra = {"n": loaded["n"], "key": key, "path": path, "from_cache": from_cache}
     if store_features:
         extra["features"] = np.asarray(loaded["features"], np.float32)
