@@ -486,6 +486,32 @@ def test_tfds_prepare_on_request_then_read_array_record(monkeypatch):
     assert sliced.images[0, 0, 0, 0] in (0, 10)
 
 
+class _ListSource:
+    """A data source that records how it was read."""
+
+    def __init__(self, n, batched=True):
+        self.n, self.batched, self.calls = n, batched, []
+
+    def __getitems__(self, keys):
+        if not self.batched:
+            raise TypeError("no batched reads")
+        self.calls.append(list(keys))
+        return [10 * k for k in keys]
+
+    def __getitem__(self, key):
+        self.calls.append(key)
+        return 10 * key
+
+
+def test_read_records_in_chunks_and_one_by_one():
+    source = _ListSource(5)
+    assert sources._read_records(source, 5, chunk=2) == [0, 10, 20, 30, 40]
+    assert source.calls == [[0, 1], [2, 3], [4]]
+    source = _ListSource(5, batched=False)
+    assert sources._read_records(source, 3, chunk=2) == [0, 10, 20]
+    assert source.calls == [0, 1, 2]
+
+
 def test_tfds_unknown_split(monkeypatch):
     monkeypatch.setenv("GENIMG_TFDS_DOWNLOAD", "1")
     with pytest.raises(DataError) as excinfo:
