@@ -332,6 +332,26 @@ def test_folder_truncated_png(tmp_path):
     assert "cut.png" in _one_line_error(excinfo)
 
 
+def test_folder_rejects_16_bit_images(tmp_path):
+    Image.fromarray(np.full((2, 2), 1000, np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(DataError) as excinfo:
+        load(f"folder:{tmp_path}")
+    assert "deep.png" in _one_line_error(excinfo)
+
+
+def test_folder_rgba_and_palette_become_rgb(tmp_path):
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = (10, 20, 30), 0
+    _save(tmp_path / "a.png", rgba)
+    Image.fromarray(np.full((2, 2, 3), (40, 50, 60), np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE
+    ).save(tmp_path / "b.png")
+    data = load(f"folder:{tmp_path}")
+    assert data.images.shape == (2, 2, 2, 3)
+    assert data.images[0, 0, 0].tolist() == [10, 20, 30]  # alpha dropped, colour kept
+    assert data.images[1, 0, 0].tolist() == [40, 50, 60]
+
+
 # ---------------------------------------------------------------------------------------------
 # npz and digits
 

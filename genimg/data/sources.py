@@ -383,13 +383,30 @@ def _image_files(directory: pathlib.Path) -> list[pathlib.Path]:
     )
 
 
-def _open_image(path: pathlib.Path) -> Image.Image:
+_GRAY_MODES = ("1", "L", "LA")
+_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _image_mode(path: pathlib.Path) -> str:
+    """Pillow mode from the file header alone (cheap; the file is closed again)."""
     try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        with Image.open(path) as image:
+            mode = image.mode
+    except _IMAGE_ERRORS as e:
         raise DataError(f"cannot read image {path}: {e}; delete or replace the file") from e
-    return image
+    if mode.startswith(("I", "F")):
+        raise DataError(f"image {path} has {mode} pixels (16/32-bit); convert it to 8-bit")
+    return mode
+
+
+def _read_image(path: pathlib.Path, mode: str) -> np.ndarray:
+    """Decodes one image as uint8 [H, W, C] in `mode` ("L" or "RGB"; alpha is dropped)."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert(mode))
+    except _IMAGE_ERRORS as e:
+        raise DataError(f"cannot read image {path}: {e}; delete or replace the file") from e
+    return array[..., None] if mode == "L" else array
 
 
 def _load_folder(directory: str, split: str, image_size=None, max_examples=None) -> _Loaded:
@@ -426,10 +443,8 @@ def _load_folder(directory: str, split: str, image_size=None, max_examples=None)
         files = files[:max_examples]
         labels = None if labels is None else labels[:max_examples]
 
-    pil_images = [_open_image(p) for p in files]
-    gray = all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for im in pil_images)
-    arrays = [np.asarray(im.convert("L" if gray else "RGB")) for im in pil_images]
-    arrays = [a[..., None] if gray else a for a in arrays]
+    gray = all(_image_mode(p) in _GRAY_MODES for p in files)  # one RGB image makes all RGB
+    arrays = [_read_image(p, "L" if gray else "RGB") for p in files]
     images, note = _stack(arrays, image_size, [str(p) for p in files])
     return _Loaded(
         images=images,
