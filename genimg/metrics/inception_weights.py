@@ -13,6 +13,7 @@ loaded from that cache afterwards. Only the conversion imports torch, lazily.
     pool, logits = FIDInceptionV3().apply(variables, images)  # images: [N, 299, 299, 3] in [0, 1]
 """
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -70,10 +71,15 @@ def verify_sha256(path: str | os.PathLike, expected: str | None = None) -> str:
 
 def expected_shapes() -> dict[str, tuple[int, ...]]:
     """Flat `collection/module/.../leaf` -> shape of every variable of `FIDInceptionV3`."""
-    dummy = jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
+    return dict(_expected_shapes())
+
+
+@functools.cache
+def _expected_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
+    dummy = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
     shapes = jax.eval_shape(FIDInceptionV3().init, jax.random.key(0), dummy)
     flat = traverse_util.flatten_dict(shapes, sep="/")
-    return {k: tuple(v.shape) for k, v in flat.items()}
+    return tuple((k, tuple(v.shape)) for k, v in flat.items())
 
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
