@@ -14,8 +14,10 @@ The networks are the ones of shared/bench/torch_peer.py, built from the project'
   (non-saturating loss, one D update on real + fake then one G update, Adam(2e-4, 0.5, 0.999)
   each). The project step also returns gradient/parameter norms and updates an EMA of G; the
   peer does neither. `--ema-decay 0` (default) leaves the EMA arithmetic in but trivial.
-- convvae: `genimg.models.vae.make_vae("conv", ...)` (latent 16, Bernoulli logits), negative
-  ELBO with analytic KL, one Adam(1e-3) step, via `genimg.train.vae` when available.
+- convvae: `genimg.models.vae.make_vae("conv", ...)` (latent 16, Bernoulli logits) and
+  `genimg.train.vae.make_vae_train_step` (negative ELBO with analytic KL, no binarisation,
+  one Adam(1e-3) step); the step also returns gradient/parameter norms. `"train_step"` in
+  the record says "local" if genimg.train.vae is missing and a minimal local step was used.
 
 As in torch_peer.py: one fixed synthetic batch (uniform in [-1, 1], or [0, 1] for the
 sigmoid/Bernoulli models), already on the device; latent noise is drawn inside the step;
@@ -63,18 +65,32 @@ def build_gan(model: str, batch: int, upsample_impl: str, ema_decay: float):
     return state, step, {"image": real}
 
 
-def build_vae(batch: int, upsample_impl: str):
-    """(state, train_step, batch dict) for the convvae of torch_peer.py."""
+def build_vae(batch: int):
+    """(state, train_step, batch dict, step source) for the convvae of torch_peer.py."""
+    import jax
+    import optax
+
+    from genimg.models.vae import make_vae
+
+    model = make_vae("conv", IMAGE_SHAPE, Z_VAE, 1)  # 1 channel of Bernoulli logits
+    x = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE))
+    try:
+        from genimg.train.vae import create_state, make_vae_train_step
+    except ImportError:  # the VAE family predates this benchmark in most checkouts
+        return (*_local_vae_step(model, x), {"image": x}, "local")
+    state = create_state(model, optax.adam(1e-3), jax.random.key(0), x[:1], jax.random.key(2))
+    step = make_vae_train_step(model, likelihood="bernoulli", binarize_mode="none", beta=1.0)
+    return state, step, {"image": x}, "genimg.train.vae"
+
+
+def _local_vae_step(model, x):
+    """A minimal negative-ELBO step from the project's model and losses (fallback only)."""
     import jax
     import optax
     from flax.training import train_state
 
     from genimg import losses
-    from genimg.models.vae import make_vae
 
-    del upsample_impl  # the conv decoder uses layers.ConvTranspose's default ("auto")
-    model = make_vae("conv", IMAGE_SHAPE, Z_VAE, 1)
-    x = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE))
     params = model.init(jax.random.key(0), x[:1], jax.random.key(2))["params"]
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
 
@@ -84,13 +100,12 @@ def build_vae(batch: int, upsample_impl: str):
         def loss_fn(params):
             logits, mean, logvar = model.apply({"params": params}, batch["image"], rng, train=True)
             log_lik = losses.log_likelihood("bernoulli", logits, batch["image"])
-            loss, parts = losses.vae_loss(log_lik, losses.gaussian_kl(mean, logvar))
-            return loss, parts
+            return losses.vae_loss(log_lik, losses.gaussian_kl(mean, logvar))
 
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         return state.apply_gradients(grads=grads), {"loss": loss, **parts}
 
-    return state, train_step, {"image": x}
+    return state, train_step
 
 
 def run(args) -> dict:
@@ -98,11 +113,12 @@ def run(args) -> dict:
     import jax
 
     if args.model == "convvae":
-        state, train_step, batch = build_vae(args.batch, args.upsample_impl)
+        state, train_step, batch, source = build_vae(args.batch)
     else:
         state, train_step, batch = build_gan(
             args.model, args.batch, args.upsample_impl, args.ema_decay
         )
+        source = "genimg.train.gan"
     rng = jax.random.key(42)
     state, batch = jax.block_until_ready(jax.device_put((state, batch)))
 
@@ -132,6 +148,7 @@ def run(args) -> dict:
         "steps": args.steps,
         "compile": True,  # always jax.jit-compiled
         "compile_s": round(compile_s, 2),
+        "train_step": source,
         "upsample_impl": args.upsample_impl,
         "ema_decay": args.ema_decay,
         "finite": finite,
@@ -150,7 +167,7 @@ def main(argv=None):
         "--upsample-impl",
         choices=["auto", "subpixel", "transpose"],
         default="auto",
-        help="layers.ConvTranspose implementation (dcgan only)",
+        help="layers.ConvTranspose implementation (dcgan only; convvae uses the default)",
     )
     p.add_argument("--ema-decay", type=float, default=0.0, help="G EMA decay (GAN step)")
     p.add_argument(
