@@ -38,11 +38,13 @@ def log_importance_weights(
     rng: Array,
     num_samples: int,
     chunk_size: int = 100,
+    extra: tuple = (),
 ) -> Array:
     """``[k, B]`` log-weights ``log p(x, z_i) - log q(z_i | x)``, ``z_i ~ q(z | x)``.
 
     Chunk ``j`` draws its noise as ``normal(fold_in(rng, j), [chunk_size, B, L])``; the samples
-    past ``k`` in the last chunk are dropped.
+    past ``k`` in the last chunk are dropped. ``extra`` (e.g. labels of a conditional model)
+    is passed on: ``encode_fn(x, *extra)``, ``log_lik_fn(z, x, *extra)``.
     """
     if num_samples < 1:
         raise ValueError(f"the number of importance samples must be >= 1, got {num_samples}")
@@ -50,13 +52,13 @@ def log_importance_weights(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     chunk = min(chunk_size, num_samples)
     num_chunks = math.ceil(num_samples / chunk)
-    mean, logvar = encode_fn(x)  # [B, L] each
+    mean, logvar = encode_fn(x, *extra)  # [B, L] each
 
     def chunk_log_weights(j):
         z = losses.reparameterize(jax.random.fold_in(rng, j), mean, logvar, chunk)  # [c, B, L]
         log_prior = losses.diag_gaussian_log_density(z)
         log_q = losses.diag_gaussian_log_density(z, mean, logvar)
-        return log_lik_fn(z, x) + log_prior - log_q  # [c, B]
+        return log_lik_fn(z, x, *extra) + log_prior - log_q  # [c, B]
 
     log_w = jax.lax.map(chunk_log_weights, jnp.arange(num_chunks))  # [n, c, B]
     return log_w.reshape(num_chunks * chunk, -1)[:num_samples]
@@ -97,8 +99,9 @@ def evaluate_nll(
 ) -> dict:
     """Test-set ELBO and IWAE NLL over an iterable of image batches ``[B, H, W, C]``.
 
-    Batches may be ragged (a smaller last batch costs one extra compilation). Each batch gets
-    its own key, ``fold_in(rng, batch_index)``.
+    A batch may also be a tuple ``(x, *extra)``; ``extra`` goes to the model functions (labels
+    of a conditional VAE, whose NLL is then ``-log p(x | y)``). Batches may be ragged (a
+    smaller last batch costs one extra compilation). Batch ``i`` uses ``fold_in(rng, i)``.
 
     Returns:
       ``elbo`` (mean bound, nats, <= 0 for discrete data), ``nll_iwae`` (mean ``-IWAE_k``,
@@ -106,15 +109,18 @@ def evaluate_nll(
     """
 
     @jax.jit
-    def batch_bounds(x, key):
-        log_w = log_importance_weights(encode_fn, log_lik_fn, x, key, num_samples, chunk_size)
+    def batch_bounds(x, key, extra):
+        log_w = log_importance_weights(
+            encode_fn, log_lik_fn, x, key, num_samples, chunk_size, extra
+        )
         return elbo_estimate(log_w), iwae_bound(log_w)
 
     elbos, iwaes, dims = [], [], None
-    for i, x in enumerate(batches):
+    for i, batch in enumerate(batches):
+        x, *extra = batch if isinstance(batch, tuple) else (batch,)
         x = jnp.asarray(x, jnp.float32)
         dims = math.prod(x.shape[1:])
-        elbo, iwae = batch_bounds(x, jax.random.fold_in(rng, i))
+        elbo, iwae = batch_bounds(x, jax.random.fold_in(rng, i), tuple(extra))
         elbos.append(np.asarray(elbo, np.float64))
         iwaes.append(np.asarray(iwae, np.float64))
     if not elbos:
