@@ -71,8 +71,8 @@ def ema_update(ema, params, decay: float):
 def norms(prefix: str, grads, params) -> dict:
     """Global L2 norms of gradients and parameters, named for the metrics log."""
     return {
-        f"{prefix}grad_norm": optax.global_norm(grads),
-        f"{prefix}param_norm": optax.global_norm(params),
+        f"{prefix}grad_norm": optax.tree.norm(grads),
+        f"{prefix}param_norm": optax.tree.norm(params),
     }
 
 

@@ -1,0 +1,79 @@
+"""The shared loop: outputs, exact auto-resume, stopping on non-finite values."""
+
+import json
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import dcgan
+from genimg.train import checkpoint as ckpt
+from genimg.train.loop import TrainingError, train_from_config
+
+
+def _config(steps, **train):
+    config = dcgan.get_config("tiny")
+    config.data.source = "digits"
+    config.train.steps = steps
+    config.train.update(train)
+    return config
+
+
+def _metrics(workdir):
+    lines = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        line.pop("steps_per_s")  # wall-clock, not a result
+    return lines
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    straight = train_from_config(_config(6), tmp_path / "straight")
+    # Stop after 4 steps, then rerun the same command with the full budget: it resumes.
+    train_from_config(_config(4), tmp_path / "resumed")
+    resumed = train_from_config(_config(6), tmp_path / "resumed")
+
+    assert int(resumed.step) == int(straight.step) == 6
+    chex.assert_trees_all_equal(resumed.g_params, straight.g_params)
+    chex.assert_trees_all_equal(resumed.ema_params, straight.ema_params)
+    chex.assert_trees_all_equal(resumed.d_opt_state, straight.d_opt_state)
+    assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
+    assert [m["step"] for m in _metrics(tmp_path / "straight")] == [2, 4, 6]
+
+
+def test_run_outputs(tmp_path):
+    train_from_config(_config(4), tmp_path)
+    assert (tmp_path / "samples" / "step_0000004.png").is_file()
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["train"]["steps"] == 4 and config["model"]["arch"] == "dcgan"
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["image_shape"] == [8, 8, 1] and info["num_classes"] == 10
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [2, 4]
+    first = _metrics(tmp_path)[0]
+    for key in ("d_loss", "g_loss", "g_grad_norm", "d_grad_norm", "g_param_norm"):
+        assert np.isfinite(first[key])
+    # restore_run rebuilds the model from the workdir alone.
+    config, family, state, _ = ckpt.restore_run(tmp_path)
+    assert int(state.step) == 4
+    images = family.sample(state, jax.random.key(0), 3)
+    assert images.shape == (3, 8, 8, 1)
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+
+
+def test_non_finite_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    train_from_config(_config(2), tmp_path)
+    bad = _config(6)
+    bad.optim.d_lr = float("nan")  # the next D update turns D's weights into NaN
+    with pytest.raises(TrainingError) as err:
+        train_from_config(bad, tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "non-finite d_param_norm=nan at step 3" in message
+    assert "last good checkpoint is step 2" in message
+    manager = ckpt.checkpoint_manager(tmp_path)
+    assert manager.all_steps() == [2]
+    restored = manager.restore(2, args=ocp.args.StandardRestore())
+    manager.close()
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored["d_params"]))
