@@ -46,7 +46,8 @@ def evaluate_reconstruction(
 
     Args:
       reconstruct_fn: images ``[B, H, W, C]`` in [0, 1] -> reconstructions in [0, 1].
-      batches: iterable of clean image batches.
+      batches: iterable of clean image batches, or of tuples ``(x, *extra)`` whose ``extra``
+        (e.g. labels) is passed on: ``reconstruct_fn(x_in, *extra)``.
       corrupt_fn: optional ``(rng, x) -> x_tilde``; the model then sees ``x_tilde`` and is
         scored against ``x`` (denoising). Batch ``i`` uses ``fold_in(rng, i)``.
       rng: key for ``corrupt_fn``.
@@ -54,10 +55,11 @@ def evaluate_reconstruction(
     if corrupt_fn is not None and rng is None:
         raise ValueError("evaluate_reconstruction needs an rng when corrupt_fn is given")
     scores = {name: [] for name in SCORES}
-    for i, x in enumerate(batches):
+    for i, batch in enumerate(batches):
+        x, *extra = batch if isinstance(batch, tuple) else (batch,)
         x = jnp.asarray(x, jnp.float32)
         x_in = x if corrupt_fn is None else corrupt_fn(jax.random.fold_in(rng, i), x)
-        for name, value in reconstruction_scores(x, reconstruct_fn(x_in)).items():
+        for name, value in reconstruction_scores(x, reconstruct_fn(x_in, *extra)).items():
             scores[name].append(np.asarray(value, np.float64))
     if not scores["mse"]:
         raise ValueError("evaluate_reconstruction got no batches")

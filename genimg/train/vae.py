@@ -251,3 +251,23 @@ def likelihood_fns(config, state, image_shape, num_classes):
         return losses.log_likelihood(m.likelihood, out, x, scale=m.gaussian_scale)
 
     return encode_fn, log_lik_fn
+
+
+def latent_traversal(
+    config, state, image_shape, num_classes, x, labels=None, num_dims=10, num_steps=11, span=3.0
+):
+    """Images ``[D * S, H, W, C]``: row ``d`` sweeps latent dimension ``d`` over
+    ``linspace(-span, span, S)`` around the posterior mean of ``x[:1]``, the others fixed."""
+    m = config.model
+    model = build_model(config, tuple(image_shape), num_classes)
+    variables = {"params": state.params}
+    labels = None if labels is None else labels[:1]
+    mean, _ = model.apply(variables, x[:1], labels, method=VAE.encode)  # [1, L]
+    dims = min(num_dims, m.latent_dim)
+    values = jnp.linspace(-span, span, num_steps)
+    z = jnp.tile(mean, (dims * num_steps, 1))  # [D * S, L]
+    rows = jnp.repeat(jnp.arange(dims), num_steps)
+    z = z.at[jnp.arange(dims * num_steps), rows].set(jnp.tile(values, dims))
+    lab = None if labels is None else jnp.repeat(labels, dims * num_steps)
+    out = model.apply(variables, z, lab, method=VAE.decode)
+    return losses.likelihood_mean(m.likelihood, out)
