@@ -1,0 +1,231 @@
+"""Classifier training (family "classifier"): state, the pure train step, the builder, accuracy.
+
+One step: optional light augmentation (random horizontal flip, random 2-pixel-padded crop),
+then one AdamW step on the softmax cross-entropy of integer labels (no label smoothing).
+Weight decay is decoupled (``optax.adamw``) and applied to conv/dense kernels only, not to
+biases or batch-norm scales. The trained network's penultimate features are the "domain"
+feature extractor of ``genimg.metrics.extractors.domain_extractor``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from genimg.data import scale_images
+from genimg.models.classifier import ConvClassifier
+from genimg.train.common import Family, device_rng, maybe_pmean, norms
+
+AUGMENTS = ("none", "flip", "flip_crop")
+CROP_PAD = 2  # pixels of zero padding before a random crop back to the original size
+
+
+class State(train_state.TrainState):
+    """step, params, opt_state, batch-norm statistics (+ static apply_fn, tx)."""
+
+    batch_stats: Any
+
+
+def build_model(config, num_classes: int, axis_name: str | None = None) -> ConvClassifier:
+    """The ``ConvClassifier`` of ``config.model`` (``axis_name``: cross-device batch norm)."""
+    m = config.model
+    return ConvClassifier(
+        num_classes=num_classes,
+        widths=tuple(m.widths),
+        convs_per_stage=m.convs_per_stage,
+        feature_dim=m.feature_dim,
+        dropout=m.dropout,
+        norm=m.norm,
+        axis_name=axis_name,
+    )
+
+
+def _decay_mask(params):
+    """True for kernels (ndim >= 2): weight decay skips biases and norm scales."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with a linear warm-up and cosine decay (``optim.schedule="cosine"``) or a constant
+    learning rate (``"constant"``)."""
+    if optim_cfg.schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, optim_cfg.lr, min(optim_cfg.warmup_steps, total_steps - 1), max(total_steps, 2)
+        )
+    elif optim_cfg.schedule == "constant":
+        lr = optim_cfg.lr
+    else:
+        raise ValueError(
+            f"unknown optim.schedule '{optim_cfg.schedule}'; expected 'cosine' or 'constant'"
+        )
+    return optax.adamw(
+        lr, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=optim_cfg.weight_decay, mask=_decay_mask
+    )
+
+
+def create_state(model: ConvClassifier, tx, rng: jax.Array, image_shape) -> State:
+    """Initialise ``model`` on one blank image and its optimizer."""
+    variables = model.init(rng, jnp.zeros((1, *image_shape)), train=False)
+    return State.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables["batch_stats"],
+    )
+
+
+def augment(rng: jax.Array, images: jax.Array, mode: str) -> jax.Array:
+    """Random horizontal flips (``"flip"``), plus random crops of the zero-padded image
+    (``"flip_crop"``), drawn independently per image; ``"none"`` is the identity."""
+    if mode not in AUGMENTS:
+        raise ValueError(f"unknown data.augment '{mode}'; expected one of {', '.join(AUGMENTS)}")
+    if mode == "none":
+        return images
+    flip_rng, crop_rng = jax.random.split(rng)
+    b, h, w, _ = images.shape
+    flip = jax.random.bernoulli(flip_rng, 0.5, (b, 1, 1, 1))
+    images = jnp.where(flip, images[:, :, ::-1], images)
+    if mode == "flip_crop":
+        padded = jnp.pad(images, ((0, 0), (CROP_PAD, CROP_PAD), (CROP_PAD, CROP_PAD), (0, 0)))
+        offsets = jax.random.randint(crop_rng, (b, 2), 0, 2 * CROP_PAD + 1)
+        crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+        images = jax.vmap(crop)(padded, offsets)
+    return images
+
+
+def make_classifier_train_step(
+    model: ConvClassifier, *, augment_mode: str = "none", axis_name: str | None = None
+):
+    """Return a pure ``train_step(state, batch, rng) -> (state, metrics)``.
+
+    ``batch`` holds ``image`` (float, the family's [0, 1] scale) and integer ``label``. With
+    ``axis_name`` set, gradients, batch-norm statistics and metrics are averaged over that
+    pmap axis; dropout and augmentation draw independent noise per device.
+    """
+    augment(jax.random.key(0), jnp.zeros((1, 2, 2, 1)), augment_mode)  # validates eagerly
+
+    def train_step(state: State, batch: dict, rng: jax.Array):
+        rng = device_rng(jax.random.fold_in(rng, state.step), axis_name)
+        aug_rng, drop_rng = jax.random.split(rng)
+        images = augment(aug_rng, batch["image"], augment_mode)
+        labels = batch["label"]
+
+        def loss_fn(params):
+            (_, logits), new_vars = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                images,
+                train=True,
+                rngs={"dropout": drop_rng},
+                mutable=["batch_stats"],
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, (logits, new_vars["batch_stats"])
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        grads = maybe_pmean(grads, axis_name)
+        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+            **norms("", grads, state.params),
+        }
+        return new_state, maybe_pmean(metrics, axis_name)
+
+    return train_step
+
+
+def build(
+    config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int | None
+) -> Family:
+    """The "classifier" family for ``config.model``; see ``experiments/classifier.py``."""
+    if not num_classes:
+        raise ValueError(
+            "model.family='classifier' needs labelled data; this data source has no labels"
+        )
+    image_shape = tuple(image_shape)
+    model = build_model(config, num_classes)
+    augment_mode = config.data.get("augment", "none")
+    augment(jax.random.key(0), jnp.zeros((1, 2, 2, 1)), augment_mode)
+    tx = make_optimizer(config.optim, config.train.steps)
+
+    def init_state(rng):
+        return create_state(model, tx, rng, image_shape)
+
+    def make_train_step(axis_name):
+        return make_classifier_train_step(
+            build_model(config, num_classes, axis_name),
+            augment_mode=augment_mode,
+            axis_name=axis_name,
+        )
+
+    return Family(
+        name="classifier", data_scale="0_1", init_state=init_state, make_train_step=make_train_step
+    )
+
+
+@jax.jit
+def _features_and_logits(state: State, images_uint8: jax.Array):
+    """Inference-mode ``(features, logits)`` of a uint8 batch (running batch-norm stats)."""
+    x = scale_images(images_uint8, "0_1")
+    return state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x)
+
+
+def predict(state: State, images: np.ndarray, batch_size: int = 500):
+    """``(features [N, D], logits [N, K])`` float32 numpy arrays of uint8 images [N, H, W, C].
+
+    The last batch is padded to ``batch_size``, so the network compiles once.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(
+            f"predict expects uint8 images [N, H, W, C], got {images.dtype} {images.shape}"
+        )
+    feats, logits = [], []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        f, lo = jax.device_get(_features_and_logits(state, chunk))
+        feats.append(f[: batch_size - pad])
+        logits.append(lo[: batch_size - pad])
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+def load_state(workdir) -> tuple[State, dict]:
+    """``(state, run_info)`` of a finished classifier run in ``workdir``."""
+    from genimg.train import checkpoint  # noqa: PLC0415 (deferred: imports the registry)
+
+    config, _ = checkpoint.load_run_config(workdir)
+    family = config.model.get("family")
+    if family != "classifier":
+        raise ValueError(f"{pathlib.Path(workdir)} is a '{family}' run, not a classifier run")
+    _, _, state, info = checkpoint.restore_run(workdir)
+    return state, info
+
+
+def evaluate_accuracy(
+    workdir_or_state, images: np.ndarray, labels: np.ndarray, batch_size: int = 500
+) -> float:
+    """Top-1 accuracy of a classifier (a run's workdir or its ``State``) on uint8 images.
+
+    The images must have the shape the classifier was trained on (``run_info.json``'s
+    ``image_shape``; ``genimg.data.load(source, split, image_size)`` gives it).
+    """
+    state = workdir_or_state
+    if isinstance(workdir_or_state, str | pathlib.Path):
+        state, _ = load_state(workdir_or_state)
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must be [{len(images)}], got shape {labels.shape}")
+    _, logits = predict(state, images, batch_size)
+    return float(np.mean(np.argmax(logits, -1) == labels))
