@@ -139,9 +139,11 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
         nonlocal pending, t_log, steps_since_log
         if not pending:
             return {}
-        host = [(s, {k: float(v) for k, v in jax.device_get(m).items()}) for s, m in pending]
-        if n_dev > 1:
-            host = [(s, {k: v[0] if np.ndim(v) else v for k, v in m.items()}) for s, m in host]
+        # Under pmap every metric is [n_devices] copies of one pmean-ed value: take the first.
+        host = [
+            (s, {k: float(np.ravel(v)[0]) for k, v in jax.device_get(m).items()})
+            for s, m in pending
+        ]
         pending = []
         bad = _first_non_finite(host)
         if bad is not None:
