@@ -38,10 +38,12 @@ STEPS = {"dcgan": 20, "mlpgan": 200, "convvae": 100}
 WARMUP = {"dcgan": 5, "mlpgan": 20, "convvae": 10}
 
 
-def run_one(cmd: list[str], timeout: float) -> dict:
+def run_one(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
     """Run a benchmark subprocess; returns its last stdout line as JSON (or an error record)."""
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, check=True, env=env
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
     except subprocess.CalledProcessError as e:
         return {"error": f"exit {e.returncode}: {e.stderr.strip()[-2000:]}"}
