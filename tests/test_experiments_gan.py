@@ -1,0 +1,94 @@
+"""End-to-end smoke tests of the GAN experiments and genimg.sample, through their CLIs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=_REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _error_line(result):
+    """The CLI's error: one last line on stderr starting with 'error:', no traceback."""
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def rgb_npz(tmp_path_factory):
+    """40 made-up 20x20 RGB images (resized to 32 by the run)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "rgb.npz"
+    images = rng.integers(0, 256, size=(40, 20, 20, 3), dtype=np.uint8)
+    np.savez(path, images=images, labels=rng.integers(0, 4, size=40))
+    return path
+
+
+def test_dcgan_tiny_then_sample(tmp_path):
+    workdir = tmp_path / "run"
+    result = _run(
+        "experiments.dcgan",
+        f"--workdir={workdir}",
+        "--config=experiments/dcgan.py:tiny",
+        "--config.data.source=digits",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in lines] == [2, 4]
+    assert (workdir / "samples" / "step_0000004.png").is_file()
+
+    out = tmp_path / "samples.npz"
+    result = _run(
+        "genimg.sample", f"--workdir={workdir}", "--num=5", f"--out={out}",
+        f"--png={tmp_path / 'png'}", "--batch_size=4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = np.load(out)["images"]
+    assert images.shape == (5, 8, 8, 1) and images.dtype == np.uint8
+    assert images.std() > 0  # not a constant image
+    assert len(list((tmp_path / "png").glob("*.png"))) == 5
+
+
+def test_mlp_gan_tiny_on_rgb_resized(tmp_path, rgb_npz):
+    workdir = tmp_path / "run"
+    result = _run(
+        "experiments.mlp_gan",
+        f"--workdir={workdir}",
+        "--config=experiments/mlp_gan.py:tiny",
+        f"--config.data.source=npz:{rgb_npz}",
+        "--config.data.image_size=32",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((workdir / "run_info.json").read_text())["image_shape"] == [32, 32, 3]
+    assert (workdir / "checkpoints" / "4").is_dir()
+
+
+def test_bad_input_gives_one_line_errors(tmp_path):
+    base = [
+        "experiments.dcgan",
+        f"--workdir={tmp_path / 'w'}",
+        "--config=experiments/dcgan.py:tiny",
+    ]
+    line = _error_line(_run(*base, "--config.train.stepz=3"))
+    assert "--config.train.stepz" in line and "steps" in line
+    line = _error_line(_run(*base, f"--config.data.source=idx:{tmp_path / 'nothing'}"))
+    assert "nothing" in line
+    line = _error_line(_run(*base, "--config.data.source=imagenet9"))
+    assert "unknown data source 'imagenet9'" in line
+    line = _error_line(_run(*base, "--config.data.source=digits", "--config.optim.g_lr=nan"))
+    assert "non-finite g_param_norm=nan at step 1" in line
+    assert not (tmp_path / "w" / "checkpoints" / "2").exists()  # nothing saved from a NaN state
+    line = _error_line(_run("genimg.sample", f"--workdir={tmp_path / 'none'}", "--out=x.npz"))
+    assert "config.json not found" in line
