@@ -94,6 +94,7 @@ def reference(tmp_path_factory):
         net=net,
         state_dict=state_dict,
         images=images.numpy().transpose(0, 2, 3, 1),
+        pth=pth,
         pool=pool.numpy(),
         logits=logits.numpy(),
         variables=variables,
@@ -240,3 +241,16 @@ def test_converter_rejects_wrong_state_dict():
     with pytest.raises(ValueError, match="Unexpected tensor"):
         iw.convert_state_dict({"AuxLogits.fc.stddev": np.zeros(())})
     assert flat_shapes["params/fc/kernel"] == (2048, 1008)
+
+
+def test_convert_cli(reference, tmp_path, capsys):
+    from tools import convert_inception_weights as cli
+
+    npz = tmp_path / "converted.npz"
+    with pytest.raises(ValueError, match="SHA-256 mismatch"):
+        cli.main(["--pth", str(reference["pth"]), "--npz", str(npz)])
+    assert cli.main(["--pth", str(reference["pth"]), "--npz", str(npz), "--no-verify"]) == 0
+    assert f"{NUM_PARAMS:,} parameters" in capsys.readouterr().out
+    converted = iw.load_inception_params(npz, verify=False)
+    same = jax.tree.map(np.array_equal, converted, reference["variables"])
+    assert all(jax.tree.leaves(same))
