@@ -22,11 +22,14 @@
   digits             scikit-learn's embedded 8x8 digits (1797 images, 0..16 scaled to 0..255):
                      the first 1438 are 'train', the remaining 359 'test' (fixed, no shuffle).
   mnist, fashion_mnist, kmnist, cifar10
-                     A local copy if one is found, else `tfds:NAME`. Searched, in order:
-                     $GENIMG_DATA_DIR/NAME/ (IDX files; for cifar10 the python batches
-                     `cifar-10-batches-py/` or `cifar10.npz` with train_/test_ keys), then
-                     /usr/share/datasets/fashion-mnist (Debian's fashion-mnist package) for
-                     fashion_mnist and /usr/share/datasets/mnist for mnist.
+                     A local copy if one is found. Searched, in order:
+                     $GENIMG_DATA_DIR/NAME/ (default ~/.cache/genimg/data/NAME/; IDX files;
+                     for cifar10 the python batches `cifar-10-batches-py/` or `cifar10.npz`
+                     with train_/test_ keys), then /usr/share/datasets/fashion-mnist (Debian's
+                     fashion-mnist package) for fashion_mnist and /usr/share/datasets/mnist
+                     for mnist. Else mnist/fashion_mnist/kmnist are downloaded into the first
+                     folder (checked; `genimg.data.download`; GENIMG_DOWNLOAD=0 disables it),
+                     and when that fails, or for cifar10, `tfds:NAME` is used.
 
 `image_size` resizes to image_size x image_size with PIL-style antialiased bilinear
 filtering (non-square images are stretched). `max_examples` keeps the first N images.
@@ -48,6 +51,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from genimg.data import download
 
 SOURCES_HELP = (
     "tfds:NAME[:SPLIT], idx:DIR, folder:DIR, npz:FILE, digits, mnist, fashion_mnist, cifar10, "
@@ -565,9 +570,7 @@ def _load_cifar_batches(directory: pathlib.Path, split: str) -> _Loaded:
 
 
 def _local_dirs(name: str) -> list[pathlib.Path]:
-    dirs = []
-    if data_dir := os.environ.get("GENIMG_DATA_DIR"):
-        dirs.append(pathlib.Path(data_dir).expanduser() / name)
+    dirs = [download.data_dir() / name]  # $GENIMG_DATA_DIR/NAME, else ~/.cache/genimg/data/NAME
     dirs += [pathlib.Path(d) for d in _SYSTEM_COPIES.get(name, ())]
     return dirs
 
@@ -588,7 +591,14 @@ def _load_short_name(name: str, split: str, image_size, max_examples) -> _Loaded
         elif _find_idx(directory, split, "images") is not None:
             loaded = _load_idx(str(directory), split)
             return loaded._replace(where=f"{name} -> {loaded.where}")
-    where = ", ".join(str(d) for d in searched) or "none; $GENIMG_DATA_DIR is unset"
+    download_note = ""
+    if name in download.IDX_DATASETS and download.downloads_enabled():
+        try:  # small IDX datasets: fetch them into the first folder searched
+            loaded = _load_idx(str(download.download_idx_dataset(name, searched[0])), split)
+            return loaded._replace(where=f"{name} -> downloaded {loaded.where}")
+        except download.DownloadError as e:
+            download_note = f" (download failed: {_first_line(e)})"
+    where = ", ".join(str(d) for d in searched) + download_note
     loaded = _load_tfds(name, split, image_size, max_examples, searched=where)
     return loaded._replace(where=f"{name} -> {loaded.where}")
 
