@@ -7,6 +7,11 @@ import importlib
 # config.model.family -> module with ``build(config, image_shape, num_classes) -> Family``.
 FAMILIES = {
     "gan": "genimg.train.gan",
+    "vae": "genimg.train.vae",
+    "cvae": "genimg.train.vae",
+    "ae": "genimg.train.autoencoder",
+    "dae": "genimg.train.autoencoder",
+    "classifier": "genimg.train.classifier",
 }
 
 
