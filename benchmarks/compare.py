@@ -3,7 +3,8 @@
 Run from the repository root:
 
     python benchmarks/compare.py [--models dcgan mlpgan convvae] [--batches 64 256]
-        [--rounds 2] [--torch-peer ../shared/bench/torch_peer.py] [--jax-arg=--no-cpu-defaults]
+        [--rounds 2] [--threads N] [--torch-peer ../shared/bench/torch_peer.py]
+        [--torch-python PYTHON] [--jax-arg=--no-cpu-defaults]
 
 For every (model, batch) it runs `benchmarks/train_throughput.py` and the torch peer as
 separate subprocesses (fresh interpreters, same python), alternating which goes first from
@@ -33,7 +34,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEFAULT_PEER = os.path.join(REPO, "..", "shared", "bench", "torch_peer.py")
-# Timed steps per model, so that each measurement lasts a few seconds on a 2-core CPU.
+# Timed and warm-up steps per model at batch 64 (scaled by 64 / batch for other batches), so
+# that each measurement lasts a few seconds on a 2-core CPU.
 STEPS = {"dcgan": 20, "mlpgan": 200, "convvae": 100}
 WARMUP = {"dcgan": 5, "mlpgan": 20, "convvae": 10}
 
@@ -70,6 +72,14 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="override the per-model step count")
     p.add_argument("--torch-peer", default=DEFAULT_PEER, help="path to torch_peer.py")
     p.add_argument(
+        "--torch-python",
+        default=sys.executable,
+        help="python that runs the peer (e.g. a venv holding the CPU build of torch)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="threads for both sides (default: all CPUs)"
+    )
+    p.add_argument(
         "--jax-arg",
         action="append",
         default=[],
@@ -79,7 +89,11 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="results JSON path (default: results/<host>-...)")
     args = p.parse_args(argv)
 
-    have_torch = importlib.util.find_spec("torch") is not None
+    if args.torch_python == sys.executable:
+        have_torch = importlib.util.find_spec("torch") is not None
+    else:
+        probe = [args.torch_python, "-c", "import torch"]
+        have_torch = subprocess.run(probe, capture_output=True).returncode == 0
     peer = os.path.abspath(args.torch_peer)
     if not have_torch:
         print(
@@ -93,12 +107,14 @@ def main(argv=None):
     records = []
     for model in args.models:
         for batch in args.batches:
-            steps = args.steps or STEPS[model]
+            steps = args.steps or max(3, round(STEPS[model] * 64 / batch))
+            warmup = max(2, round(WARMUP[model] * 64 / batch))
             common = ["--model", model, "--batch", str(batch), "--steps", str(steps)]
-            common += ["--warmup", str(WARMUP[model])]
+            common += ["--warmup", str(warmup)]
+            common += ["--threads", str(args.threads)] if args.threads else []
             jax_cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), *common]
             jax_cmd += args.jax_arg
-            torch_cmd = [sys.executable, peer, *common]
+            torch_cmd = [args.torch_python, peer, *common]
             for r in range(args.rounds):
                 sides = [("jax", jax_cmd)] + ([("torch", torch_cmd)] if have_torch else [])
                 if r % 2:
@@ -133,6 +149,8 @@ def main(argv=None):
                 "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
                 "python": sys.version.split()[0],
                 "jax_args": args.jax_arg,
+                "threads": args.threads,
+                "torch_python": args.torch_python,
                 "summary": summary,
                 "records": records,
             },

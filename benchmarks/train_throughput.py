@@ -23,7 +23,8 @@ As in torch_peer.py: one fixed synthetic batch (uniform in [-1, 1], or [0, 1] fo
 sigmoid/Bernoulli models), already on the device; latent noise is drawn inside the step;
 only the `steps` iterations after `warmup` are timed, ending with `block_until_ready`.
 `compile_s` is the time to lower and compile the step (jax.jit, state donated).
-`configure_cpu_defaults()` runs first unless `--no-cpu-defaults`.
+`configure_cpu_defaults()` runs first unless `--no-cpu-defaults`. `--threads N` pins the
+process to N CPUs, the way torch_peer.py's `--threads N` sets torch's thread count.
 """
 
 from __future__ import annotations
@@ -169,11 +170,19 @@ def main(argv=None):
         default="auto",
         help="layers.ConvTranspose implementation (dcgan only; convvae uses the default)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="restrict the process to this many CPUs (XLA:CPU sizes its pool by affinity)",
+    )
     p.add_argument("--ema-decay", type=float, default=0.0, help="G EMA decay (GAN step)")
     p.add_argument(
         "--no-cpu-defaults", action="store_true", help="skip platform.configure_cpu_defaults()"
     )
     args = p.parse_args(argv)
+    if args.threads:  # before jax creates its thread pools
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
     args.cpu_defaults = None if args.no_cpu_defaults else platform.configure_cpu_defaults()
     print(json.dumps(run(args)))
 
