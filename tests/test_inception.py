@@ -111,12 +111,13 @@ def test_matches_pytorch_fid_float32(reference):
     pool, logits = apply(reference["variables"], jnp.asarray(reference["images"]))
     assert pool.shape == (2, 2048) and logits.shape == (2, 1008)
     assert pool.dtype == jnp.float32
-    # Both sides carry float32 rounding (each is ~2-4e-5 from float64 on these random weights);
-    # a structural error (padding, pool type, layout) gives errors of order 1.
+    # Both sides carry float32 rounding: each is ~2e-5 (max |diff| / max |ref|) from float64 on
+    # these weights, and ~3e-5 from the other. A structural error (padding, pool type, layout)
+    # gives errors of order 0.1-1 (count_include_pad=True: 0.36).
     assert _rel_err(np.asarray(pool), reference["pool"]) < 1e-4
     assert _rel_err(np.asarray(logits), reference["logits"]) < 1e-4
-    np.testing.assert_allclose(pool, reference["pool"], rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(logits, reference["logits"], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(pool, reference["pool"], rtol=1e-3, atol=3e-4)
+    np.testing.assert_allclose(logits, reference["logits"], rtol=1e-3, atol=3e-4)
     # Features that distinguish the images: the comparison is not between two constants.
     assert np.abs(reference["pool"][0] - reference["pool"][1]).max() > 1e-2
 
