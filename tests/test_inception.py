@@ -215,19 +215,46 @@ def test_sha_mismatch_is_rejected(tmp_path, monkeypatch):
         iw.convert_pth_to_npz(fake, tmp_path / "out.npz")
 
 
+def test_download_verifies_and_cleans_up(tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.delenv(iw.ENV_WEIGHTS, raising=False)
+    monkeypatch.setenv(iw.ENV_CACHE_DIR, str(tmp_path))
+    fake = mock.MagicMock()
+    fake.__enter__.return_value = io.BytesIO(b"an html error page, not weights")
+    with mock.patch("urllib.request.urlopen", return_value=fake) as urlopen:
+        with pytest.raises(ValueError, match="SHA-256 mismatch"):
+            iw.load_inception_params(download=True)
+    assert urlopen.call_args.args[0] == iw.WEIGHTS_URL
+    assert list(tmp_path.iterdir()) == []  # no partial or unverified file left behind
+
+
 def test_published_sha256_matches_file_name():
     # torch.hub names files '<name>-<first 8 hex of sha256>.pth'.
     assert iw.WEIGHTS_FILENAME.rsplit("-", 1)[1] == iw.WEIGHTS_SHA256[:8] + ".pth"
     assert len(iw.WEIGHTS_SHA256) == 64
 
 
-def test_npz_checks(tmp_path):
+def test_npz_checks_and_lookup_order(tmp_path, monkeypatch):
     flat = {k: np.zeros(shape, np.float32) for k, shape in iw.expected_shapes().items()}
-    np.savez(tmp_path / "w.npz", **flat)
+    flat["params/fc/bias"] = np.arange(1008, dtype=np.float32)
+    default = tmp_path / "pt_inception-2015-12-05-6726825d.npz"  # the cache's file name
+    np.savez(default, **flat)
     with pytest.raises(ValueError, match="not converted from the verified"):
-        iw.load_inception_params(tmp_path / "w.npz")
-    variables = iw.load_inception_params(tmp_path / "w.npz", verify=False)
+        iw.load_inception_params(default)
+    variables = iw.load_inception_params(default, verify=False)
     assert _num_params(variables["params"]) == NUM_PARAMS
+    np.testing.assert_array_equal(variables["params"]["fc"]["bias"], np.arange(1008))
+
+    # No path: $GENIMG_INCEPTION_WEIGHTS first, then the cache directory.
+    monkeypatch.setenv(iw.ENV_CACHE_DIR, str(tmp_path))
+    monkeypatch.delenv(iw.ENV_WEIGHTS, raising=False)
+    assert iw.resolve_weights_path() == default
+    other = tmp_path / "elsewhere.npz"
+    other.write_bytes(default.read_bytes())
+    monkeypatch.setenv(iw.ENV_WEIGHTS, str(other))
+    assert iw.resolve_weights_path() == other
+    assert iw.resolve_weights_path(default) == default
 
     flat["params/fc/kernel"] = np.zeros((2048, 1000), np.float32)
     with pytest.raises(ValueError, match=r"fc/kernel has shape \(2048, 1000\)"):
