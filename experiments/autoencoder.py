@@ -35,4 +35,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 if __name__ == "__main__":
     from experiments import common
 
-    common.cli(__file__)
+    common.cli(__file__, vae.main)

@@ -26,6 +26,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 if __name__ == "__main__":
-    from experiments import common
+    from experiments import common, vae
 
-    common.cli(__file__)
+    common.cli(__file__, vae.main)

@@ -101,7 +101,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return config
 
 
+def main(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Train (resuming if ``workdir`` has checkpoints), then write the figure grids."""
+    from genimg import evaluate
+    from genimg.train.loop import train_from_config
+
+    train_from_config(config, workdir)
+    evaluate.run(workdir, ["figures"], num=10)
+
+
 if __name__ == "__main__":
     from experiments import common
 
-    common.cli(__file__)
+    common.cli(__file__, main)
