@@ -81,15 +81,19 @@ def global_batch_op(fn, rng, x, axis_name: str | None):
     return jax.lax.dynamic_slice_in_dim(out, start, x.shape[0])
 
 
+def _check_binarize(mode: str) -> None:
+    if mode not in BINARIZE:
+        raise ValueError(f"unknown data.binarize '{mode}'; expected one of {', '.join(BINARIZE)}")
+
+
 def binarize(rng: jax.Array, x: jax.Array, mode: str) -> jax.Array:
     """Pixels in [0, 1] -> {0, 1}: "static" thresholds at 0.5, "dynamic" samples Bernoulli(x)."""
     if mode == "none":
         return x
     if mode == "static":
         return (x > 0.5).astype(x.dtype)
-    if mode == "dynamic":
-        return jax.random.bernoulli(rng, x).astype(x.dtype)
-    raise ValueError(f"unknown data.binarize '{mode}'; expected one of {', '.join(BINARIZE)}")
+    _check_binarize(mode)
+    return jax.random.bernoulli(rng, x).astype(x.dtype)
 
 
 def eval_binarize(x: jax.Array, mode: str) -> jax.Array:
@@ -116,8 +120,8 @@ def make_vae_train_step(
     gradients and metrics are averaged over devices; binarisation and ``z`` noise are slices
     of one global draw (dropout is per device).
     """
-    losses._check_likelihood(likelihood)
-    binarize(jax.random.key(0), jnp.zeros(()), binarize_mode)  # validates the mode eagerly
+    losses.likelihood_channels(likelihood, 1)  # validates the likelihood eagerly
+    _check_binarize(binarize_mode)
 
     def forward(module: VAE, x, eps, labels):
         mean, logvar = module.encode(x, labels, train=True)
@@ -189,7 +193,7 @@ def build(
     model = build_model(config, image_shape, num_classes)
     conditional = model.num_classes > 0
     binarize_mode = d.get("binarize", "none")
-    binarize(jax.random.key(0), jnp.zeros(()), binarize_mode)
+    _check_binarize(binarize_mode)
 
     def init_state(rng):
         x = jnp.zeros((1, *image_shape))
