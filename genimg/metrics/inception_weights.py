@@ -42,7 +42,7 @@ _SHA_KEY = "meta/source_sha256"
 
 def cache_dir() -> Path:
     """Directory for downloaded and converted weights: `$GENIMG_CACHE_DIR` or ~/.cache/genimg."""
-    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "genimg")
+    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "genimg").expanduser()
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -231,8 +231,8 @@ def load_inception_params(
         `$GENIMG_CACHE_DIR/<name>.npz`) or an `.npz` in our cache format. Default:
         `$GENIMG_INCEPTION_WEIGHTS`, then the cache directory.
       download: fetch the `.pth` from pytorch-fid's GitHub release when no file is found.
-      verify: require the genuine weights (SHA-256 of the `.pth`, or the digest recorded in the
-        `.npz`). Only for tests with other weights; the `.pth` hash is checked regardless.
+      verify: require an `.npz` to record the genuine `.pth`'s SHA-256; False accepts `.npz`
+        files converted from other weights (tests). A `.pth` is always checked.
     """
     path = resolve_weights_path(path, download=download)
     if path.suffix == ".npz":
