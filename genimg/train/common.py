@@ -68,6 +68,13 @@ def ema_update(ema, params, decay: float):
     return optax.incremental_update(params, ema, step_size=1.0 - decay)
 
 
+def ema_warmup(decay: float, step) -> jax.Array:
+    """``min(decay, (1 + step) / (10 + step))``: early on the average forgets the random
+    initialisation quickly (as tf.train.ExponentialMovingAverage with num_updates)."""
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
 def norms(prefix: str, grads, params) -> dict:
     """Global L2 norms of gradients and parameters, named for the metrics log."""
     return {

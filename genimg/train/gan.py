@@ -21,6 +21,7 @@ from genimg.train.common import (
     Family,
     device_rng,
     ema_update,
+    ema_warmup,
     global_normal,
     maybe_pmean,
     norms,
@@ -172,7 +173,7 @@ def make_gan_train_step(
             d_batch_stats=d_bs,
             g_opt_state=g_opt,
             d_opt_state=d_opt,
-            ema_params=ema_update(state.ema_params, g_params, ema_decay),
+            ema_params=ema_update(state.ema_params, g_params, ema_warmup(ema_decay, state.step)),
         )
         metrics = {
             "d_loss": d_loss,
