@@ -109,9 +109,23 @@ def _local_vae_step(model, x):
     return state, train_step
 
 
+def strip_extras():
+    """Benchmark-only: drop the work the torch peer does not do (EMA of G, gradient and
+    parameter norms in the metrics) by patching the step modules, to measure its cost."""
+    import genimg.train.gan
+    import genimg.train.vae
+
+    no_norms = lambda prefix, grads, params: {}
+    genimg.train.gan.norms = genimg.train.vae.norms = no_norms
+    genimg.train.gan.ema_update = lambda ema, params, decay: ema
+
+
 def run(args) -> dict:
     """Build, compile, warm up and time; returns the JSON record."""
     import jax
+
+    if args.lean:
+        strip_extras()
 
     if args.model == "convvae":
         state, train_step, batch, source = build_vae(args.batch)
@@ -152,6 +166,7 @@ def run(args) -> dict:
         "train_step": source,
         "upsample_impl": args.upsample_impl,
         "ema_decay": args.ema_decay,
+        "lean": args.lean,
         "finite": finite,
         "cpu_defaults": args.cpu_defaults,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -177,6 +192,11 @@ def main(argv=None):
         help="restrict the process to this many CPUs (XLA:CPU sizes its pool by affinity)",
     )
     p.add_argument("--ema-decay", type=float, default=0.0, help="G EMA decay (GAN step)")
+    p.add_argument(
+        "--lean",
+        action="store_true",
+        help="patch out the G EMA and the norm metrics (work the peer does not do)",
+    )
     p.add_argument(
         "--no-cpu-defaults", action="store_true", help="skip platform.configure_cpu_defaults()"
     )
