@@ -7,24 +7,8 @@ import chex
 import numpy as np
 import pytest
 
-import genimg.train
 from genimg import evaluate
 from genimg.train.loop import train_from_config
-
-_FAMILIES = {
-    "vae": "genimg.train.vae",
-    "cvae": "genimg.train.vae",
-    "ae": "genimg.train.autoencoder",
-    "dae": "genimg.train.autoencoder",
-}
-
-
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch):
-    """Register the families in case genimg.train.FAMILIES does not list them yet."""
-    for name, module in _FAMILIES.items():
-        if name not in genimg.train.FAMILIES:
-            monkeypatch.setitem(genimg.train.FAMILIES, name, module)
 
 
 def _config(name, preset="tiny", **train):

@@ -20,8 +20,6 @@ SCRIPT = textwrap.dedent(
     """
     import importlib, json, sys
     import jax, numpy as np
-    import genimg.train
-    genimg.train.FAMILIES.setdefault("vae", "genimg.train.vae")
     from genimg.train.loop import train_from_config
 
     assert jax.local_device_count() == 4, jax.devices()
