@@ -209,9 +209,11 @@ def run(
         batch_size=int(batch_size or eval_cfg.get("batch_size", 50)),
         seed=seed,
     )
-    results = {"step": int(state.step), "split": split, "num_images": len(test.images)}
+    results = {"step": int(state.step), "split": split}
     for name in metrics:
-        results.update(METRIC_GROUPS[name](ctx))
+        numbers = METRIC_GROUPS[name](ctx)
+        if numbers:  # "figures" adds none, and must not relabel earlier numbers' image count
+            results.update(numbers, num_images=len(test.images))
     path = workdir / EVAL_FILE
     merged = json.loads(path.read_text()) if path.exists() else {}
     merged.update(results)
