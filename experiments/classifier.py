@@ -7,7 +7,13 @@
 Trains with the shared loop (family "classifier"), then reports top-1 accuracy on
 ``data.test_split`` and writes it to ``W/accuracy.json``. Rerunning resumes. Any labelled
 source works (``--config.data.source=mnist``, ``idx:DIR``, ``folder:DIR``); train one
-classifier per dataset. Result on the 2-core CPU: see README.
+classifier per dataset.
+
+Result (default config, seed 0, 2808 steps = 6 epochs at batch 128): 93.23 % test accuracy on
+Fashion-MNIST. On the shared 2-core CPU it took 44.6 min wall (load average 9-16 from other
+jobs; the process got 36 % of a core on average, 962 s of CPU time). Domain metrics of the
+Fashion-MNIST train split (first 10k) against the test split (10k), the floor for samples:
+FID 0.258, KID -0.0005 +- 0.0019, precision 0.860, recall 0.848, density 1.014, coverage 0.879.
 """
 
 from __future__ import annotations
