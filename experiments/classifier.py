@@ -89,12 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def main(config: ml_collections.ConfigDict, workdir) -> float:
     """Train, then measure and record test accuracy; returns it."""
     from genimg import data as data_lib  # noqa: PLC0415
-    from genimg import train as train_lib  # noqa: PLC0415
     from genimg.train import classifier  # noqa: PLC0415
     from genimg.train.loop import train_from_config  # noqa: PLC0415
 
-    # No-op once genimg.train.FAMILIES lists the family.
-    train_lib.FAMILIES.setdefault("classifier", "genimg.train.classifier")
     state = train_from_config(config, workdir)
     dc = config.data
     test = data_lib.load(dc.source, dc.test_split, dc.get("image_size") or None)

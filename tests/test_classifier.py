@@ -8,17 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import genimg.train
 from experiments import classifier as experiment
 from genimg.models.classifier import ConvClassifier
 from genimg.train import classifier as cls
-
-
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch):
-    """Register the family in case genimg.train.FAMILIES does not list it yet."""
-    if "classifier" not in genimg.train.FAMILIES:
-        monkeypatch.setitem(genimg.train.FAMILIES, "classifier", "genimg.train.classifier")
 
 
 def _config(**train):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import genimg.train
 from experiments import classifier as experiment
 from genimg.data import load
 from genimg.metrics import extractors as ex
@@ -22,17 +21,13 @@ from genimg.train.loop import train_from_config
 def classifier_run(tmp_path_factory):
     """A 4-step tiny classifier run on the 8x8 digits (the experiment's tiny preset)."""
     workdir = tmp_path_factory.mktemp("cls")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(genimg.train.FAMILIES, "classifier", "genimg.train.classifier")
-        train_from_config(experiment.get_config("tiny"), str(workdir))
-        yield workdir
+    train_from_config(experiment.get_config("tiny"), str(workdir))
+    return workdir
 
 
 @pytest.fixture(scope="module")
 def domain(classifier_run):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(genimg.train.FAMILIES, "classifier", "genimg.train.classifier")
-        yield ex.domain_extractor(classifier_run)
+    return ex.domain_extractor(classifier_run)
 
 
 def _pixels_extractor(calls=None):
@@ -91,9 +86,7 @@ def test_domain_extractor_matches_the_classifier(classifier_run, domain):
     out = domain(test.images[:5])
     assert out["features"].shape == (5, 16) and out["logits"].shape == (5, 10)
     assert out["features"].dtype == np.float32
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(genimg.train.FAMILIES, "classifier", "genimg.train.classifier")
-        state, _ = cls.load_state(classifier_run)
+    state, _ = cls.load_state(classifier_run)
     feats, logits = cls.predict(state, test.images[:5])
     np.testing.assert_allclose(out["features"], feats, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-6)
@@ -106,9 +99,7 @@ def test_domain_extractor_matches_the_classifier(classifier_run, domain):
 
 def test_make_extractor_specs(classifier_run, domain):
     assert ex.make_extractor(domain) is domain
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(genimg.train.FAMILIES, "classifier", "genimg.train.classifier")
-        again = ex.make_extractor(f"domain:{classifier_run}")
+    again = ex.make_extractor(f"domain:{classifier_run}")
     assert again.id == domain.id  # same weights, same id
     for bad in ("resnet", "domain:", "inception:bicubic", 3):
         with pytest.raises(ValueError, match="extractor|resize mode"):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import genimg.train
 from experiments import classifier as experiment
 from genimg.data import load
 from genimg.metrics import extractors as ex
@@ -24,10 +23,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 def domain(tmp_path_factory):
     """Domain extractor of a 4-step tiny classifier run on the 8x8 digits."""
     workdir = tmp_path_factory.mktemp("cls")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(genimg.train.FAMILIES, "classifier", "genimg.train.classifier")
-        train_from_config(experiment.get_config("tiny"), str(workdir))
-        yield ex.domain_extractor(workdir)
+    train_from_config(experiment.get_config("tiny"), str(workdir))
+    return ex.domain_extractor(workdir)
 
 
 def _counting(extractor):
