@@ -5,7 +5,11 @@
     python -m genimg.evaluate --workdir=runs/ae --metrics=recon
 
 Presets: "conv" (default), "mlp", "tiny". ``--config.model.loss=bce`` trains on logits with
-cross-entropy instead. Results on a 2-core CPU: see README.
+cross-entropy instead.
+
+Result (continuous Fashion-MNIST, 3000 steps = 3.2 epochs at batch 64 via
+``--config.train.steps=3000``, 657 s on a shared, heavily loaded 2-core CPU): all 10000 test
+images, MSE 0.0130, PSNR 19.64 dB, SSIM 0.638.
 """
 
 from __future__ import annotations

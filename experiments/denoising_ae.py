@@ -6,8 +6,11 @@
     python -m genimg.evaluate --workdir=runs/dae --metrics=recon
 
 Corruptions (``config.corruption.kind``): gaussian, salt_and_pepper, pixel_mask, block_mask;
-the evaluator scores the output on corrupted test images against the clean ones. Results on a
-2-core CPU: see README.
+the evaluator scores the output on corrupted test images against the clean ones.
+
+Result (Gaussian std 0.3, clipped; 3000 steps = 3.2 epochs at batch 64 via
+``--config.train.steps=3000``, 683 s on a shared, heavily loaded 2-core CPU): all 10000
+corrupted test images against the clean ones, MSE 0.0153, PSNR 18.73 dB, SSIM 0.594.
 """
 
 from __future__ import annotations
