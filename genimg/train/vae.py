@@ -97,8 +97,16 @@ def binarize(rng: jax.Array, x: jax.Array, mode: str) -> jax.Array:
 
 
 def eval_binarize(x: jax.Array, mode: str) -> jax.Array:
-    """The test-set binarisation of a run trained with ``mode`` (fixed, reproducible)."""
-    return binarize(jax.random.key(EVAL_BINARIZE_SEED), x, mode)
+    """The test-set binarisation ``[N, H, W, C]`` of a run trained with ``mode``.
+
+    For "dynamic", image ``i`` is sampled with ``fold_in(key(EVAL_BINARIZE_SEED), i)``: fixed,
+    and the first N images get the same pixels whether or not the rest of the split is used.
+    """
+    if mode != "dynamic":
+        return binarize(None, x, mode)
+    base = jax.random.key(EVAL_BINARIZE_SEED)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(x.shape[0]))
+    return jax.vmap(lambda key, image: binarize(key, image, mode))(keys, x)
 
 
 def make_vae_train_step(
