@@ -116,15 +116,15 @@ def make_gan_train_step(
         return out, new_vars.get("batch_stats", {})
 
     def train_step(state: GANState, batch: dict, rng: jax.Array):
-        rng = jax.random.fold_in(rng, state.step)
-        local = device_rng(rng, axis_name)  # dropout: independent per device
+        noise_rng, drop_rng = jax.random.split(jax.random.fold_in(rng, state.step))
+        local = device_rng(drop_rng, axis_name)  # dropout: independent per device
         real_all = batch["image"]
         b = real_all.shape[0] // n_critic
         g_params, g_bs = state.g_params, state.g_batch_stats
         d_params, d_bs, d_opt = state.d_params, state.d_batch_stats, state.d_opt_state
 
         for i in range(n_critic):  # unrolled: lax.scan is far slower for convs on CPU
-            z_rng, gp_rng = jax.random.split(jax.random.fold_in(rng, i))
+            z_rng, gp_rng = jax.random.split(jax.random.fold_in(noise_rng, i))
             drop_rng = jax.random.fold_in(local, i)
             real = real_all[i * b : (i + 1) * b]
             fake, g_bs = g_apply(g_params, g_bs, global_normal(z_rng, b, (z_dim,), axis_name))
@@ -151,7 +151,7 @@ def make_gan_train_step(
             updates, d_opt = state.d_tx.update(d_grads, d_opt, d_params)
             d_params = optax.apply_updates(d_params, updates)
 
-        z = global_normal(jax.random.fold_in(rng, n_critic), b, (z_dim,), axis_name)
+        z = global_normal(jax.random.fold_in(noise_rng, n_critic), b, (z_dim,), axis_name)
         g_drop_rng = jax.random.fold_in(local, n_critic)
 
         def g_loss_fn(params):
