@@ -2,6 +2,9 @@
 
     python -m genimg.evaluate --workdir=W --metrics=nll,recon --k=5000 [--num=N]
     python -m genimg.evaluate --workdir=W --metrics=figures
+    python -m genimg.evaluate --workdir=W --metrics=fid,kid,pr,is [--extractor=domain:W_CLS]
+        [--num_fake=10000] [--real=fashion_mnist] [--num=N]
+    python -m genimg.evaluate --fake=npz:FILE --real=fashion_mnist --metrics=fid,kid,pr
 
 Restores the latest checkpoint of ``W`` (``genimg.train.checkpoint.restore_run``), runs the
 requested metric groups on the first N test images (all when N is 0), prints a table and
@@ -15,6 +18,11 @@ Metric groups (``METRIC_GROUPS``; a group is ``fn(ctx: EvalContext) -> dict``):
            reconstruction against the clean test image; a DAE sees corrupted inputs.
   figures  PNGs in ``W/figures``: reconstructions (rows: input | [corrupted |] output), prior
            samples and a latent traversal for VAEs.
+Sample quality (``genimg.metrics.sample_quality``; any family that samples, or ``--fake``):
+  fid, kid, pr, is  ``fid``, ``kid``(+``kid_std``), ``precision``, ``recall``, ``density``,
+           ``coverage``, ``is`` (Inception only; ``is_domain`` with a domain classifier), with
+           ``n_real``, ``n_fake``, ``split``, ``extractor`` and ``preprocessing``. The real
+           split's features are cached per (data, split, extractor, preprocessing).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from genimg import synthesis
 from genimg.data import DataError, load, scale_images
 from genimg.metrics.likelihood import evaluate_nll
 from genimg.metrics.reconstruction import evaluate_reconstruction
+from genimg.metrics.sample_quality import METRICS as SAMPLE_QUALITY
+from genimg.metrics.sample_quality import load_fake, sample_quality
 
 VAE_FAMILIES = ("vae", "cvae")
 AE_FAMILIES = ("ae", "dae")
@@ -181,17 +191,38 @@ def run(
     batch_size: int | None = None,
     seed: int = 0,
     split: str = "test",
+    fake: str | None = None,
+    real: str | None = None,
+    extractor: str = "inception",
+    num_fake: int = 10000,
 ) -> dict:
-    """Evaluate the run in ``workdir``; returns and merges the results into ``eval.json``."""
+    """Evaluate the run in ``workdir``; returns and merges the results into ``eval.json``.
+
+    Sample-quality groups (``fid``, ``kid``, ``pr``, ``is``) compare ``num_fake`` samples of
+    the run (or the images of ``fake``: ``npz:FILE`` / ``folder:DIR``, in which case
+    ``workdir`` may be None and ``eval.json`` goes next to them) with the ``split`` of
+    ``real`` (default: the run's data source), in the features of ``extractor``
+    (``inception`` or ``domain:CLASSIFIER_WORKDIR``).
+    """
     from genimg.train.checkpoint import restore_run  # noqa: PLC0415
 
-    unknown = [m for m in metrics if m not in METRIC_GROUPS]
+    unknown = [m for m in metrics if m not in METRIC_GROUPS and m not in SAMPLE_QUALITY]
     if unknown:
         raise EvalError(
-            f"unknown metric group(s) {unknown}; expected some of {list(METRIC_GROUPS)}"
+            f"unknown metric group(s) {unknown}; expected some of "
+            f"{list(METRIC_GROUPS) + list(SAMPLE_QUALITY)}"
         )
     if num < 0:
         raise EvalError(f"--num must be >= 0 (0 = the whole split), got {num}")
+    quality = [m for m in metrics if m in SAMPLE_QUALITY]
+    metrics = [m for m in metrics if m not in SAMPLE_QUALITY]
+    if workdir is None:
+        if metrics or fake is None or real is None:
+            raise EvalError("--workdir is required unless --fake and --real are given")
+        return _write(
+            _fake_dir(fake) / EVAL_FILE,
+            sample_quality_results(load_fake(fake), real, split, extractor, quality, num, seed),
+        )
     workdir = pathlib.Path(workdir)
     config, family, state, info = restore_run(workdir)
     dc = config.data
@@ -214,10 +245,45 @@ def run(
         numbers = METRIC_GROUPS[name](ctx)
         if numbers:  # "figures" adds none, and must not relabel earlier numbers' image count
             results.update(numbers, num_images=len(test.images))
-    path = workdir / EVAL_FILE
+    if quality:
+        if fake is not None:
+            fakes = load_fake(fake)
+        else:
+            from genimg.sample import generate  # noqa: PLC0415
+
+            if family.sample is None:
+                raise EvalError(f"run '{family.name}' cannot sample; pass --fake=npz:FILE")
+            fakes = generate(family, state, num_fake, seed)
+        results.update(
+            sample_quality_results(fakes, real or dc.source, split, extractor, quality, num, seed)
+        )
+    return _write(workdir / EVAL_FILE, results)
+
+
+def sample_quality_results(fakes, real, split, extractor, metrics, num, seed) -> dict:
+    """`genimg.metrics.sample_quality.sample_quality` with the evaluator's errors."""
+    try:
+        return sample_quality(
+            fakes, real, split, extractor, metrics, num_real=num or None, seed=seed
+        )
+    except ValueError as err:
+        if isinstance(err, DataError):
+            raise
+        raise EvalError(str(err).splitlines()[0]) from err
+
+
+def _fake_dir(spec: str) -> pathlib.Path:
+    path = pathlib.Path(spec.split(":", 1)[-1])
+    return path.parent if path.suffix else path
+
+
+def _write(path: pathlib.Path, results: dict) -> dict:
+    """Merge ``results`` into the JSON file at ``path`` (atomically) and return them."""
     merged = json.loads(path.read_text()) if path.exists() else {}
     merged.update(results)
-    path.write_text(json.dumps(merged, indent=2) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    tmp.replace(path)
     return results
 
 
@@ -242,7 +308,14 @@ def main() -> None:
     flags.DEFINE_integer("batch_size", None, "Images per batch (default: config.eval.batch_size).")
     flags.DEFINE_integer("seed", 0, "Key for importance samples and corruptions.")
     flags.DEFINE_string("split", "test", "Split of the run's data source.")
-    flags.mark_flag_as_required("workdir")
+    flags.DEFINE_string(
+        "fake", None, "Images to score instead of the run's samples: npz:FILE or folder:DIR."
+    )
+    flags.DEFINE_string("real", None, "Reference data source (default: the run's data.source).")
+    flags.DEFINE_string(
+        "extractor", "inception", "Features for fid/kid/pr/is: inception or domain:W_CLS."
+    )
+    flags.DEFINE_integer("num_fake", 10000, "Samples drawn from the run for fid/kid/pr/is.")
 
     def _main(argv):
         if len(argv) > 1:
@@ -258,12 +331,17 @@ def main() -> None:
                 batch_size=f.batch_size,
                 seed=f.seed,
                 split=f.split,
+                fake=f.fake,
+                real=f.real,
+                extractor=f.extractor,
+                num_fake=f.num_fake,
             )
         except (EvalError, DataError, FileNotFoundError, FloatingPointError) as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
         print(format_table(results))
-        print(f"written to {pathlib.Path(f.workdir) / EVAL_FILE}")
+        where = pathlib.Path(f.workdir) if f.workdir else _fake_dir(f.fake)
+        print(f"written to {where / EVAL_FILE}")
 
     app.run(_main)
 
