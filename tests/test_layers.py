@@ -1,5 +1,7 @@
 """Tests for genimg.models.layers: ConvTranspose against flax, numpy (float64) and torch."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,20 +57,20 @@ def test_matches_flax_forward_and_grads(config, cin, impl):
     ref = _flax_reference(4, k, s, p, op)
     variables = _init(ref, x)
     # Same parameter names and shapes: checkpoints are interchangeable.
-    ours_shapes = jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x))
-    assert ours_shapes == jax.tree.map(jnp.shape, variables)
+    assert jax.eval_shape(ours.init, jax.random.key(0), x) == jax.eval_shape(
+        ref.init, jax.random.key(0), x
+    )
+    out_shape = (2, *(layers.conv_transpose_out(n, k, s, p, op) for n in size), 4)
+    cot = jax.random.normal(jax.random.key(2), out_shape)
 
-    y, y_ref = ours.apply(variables, x), ref.apply(variables, x)
-    assert y.shape == (2, *(layers.conv_transpose_out(n, k, s, p, op) for n in size), 4)
+    @functools.partial(jax.jit, static_argnums=0)
+    def value_and_grads(module, v, x):  # output and d<output, cot>/d(params, x)
+        loss = lambda v, x: jnp.sum(module.apply(v, x) * cot)
+        return module.apply(v, x), jax.grad(loss, argnums=(0, 1))(v, x)
+
+    (y, g), (y_ref, g_ref) = value_and_grads(ours, variables, x), value_and_grads(ref, variables, x)
+    assert y.shape == out_shape
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
-
-    cot = jax.random.normal(jax.random.key(2), y.shape)
-
-    def loss(module, v, x):
-        return jnp.sum(module.apply(v, x) * cot)
-
-    g = jax.grad(lambda v, x: loss(ours, v, x), argnums=(0, 1))(variables, x)
-    g_ref = jax.grad(lambda v, x: loss(ref, v, x), argnums=(0, 1))(variables, x)
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
