@@ -249,7 +249,7 @@ def run(
         if fake is not None:
             fakes = load_fake(fake)
         else:
-            from genimg.sample import generate  # noqa: PLC0415
+            from genimg.synthesis import generate  # noqa: PLC0415
 
             if family.sample is None:
                 raise EvalError(f"run '{family.name}' cannot sample; pass --fake=npz:FILE")

@@ -8,7 +8,6 @@ format ``genimg.evaluate --fake=npz:FILE`` reads; ``--png`` also writes one PNG 
 
 from __future__ import annotations
 
-import os
 import pathlib
 import sys
 
@@ -16,12 +15,10 @@ from genimg import platform
 
 platform.configure_cpu_defaults()
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import tqdm  # noqa: E402
 from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from genimg.synthesis import generate, write_npz  # noqa: E402
 from genimg.train.checkpoint import restore_run  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's folder.", required=True)
@@ -30,30 +27,6 @@ _OUT = flags.DEFINE_string("out", None, "Output .npz file.", required=True)
 _PNG = flags.DEFINE_string("png", None, "Optional folder for one PNG per sample.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Samples per device call.")
-
-
-def generate(family, state, num: int, seed: int = 0, batch_size: int = 256) -> np.ndarray:
-    """``num`` uint8 NHWC samples, drawn in fixed-size batches (one compile) with a bar."""
-    if family.sample is None:
-        raise ValueError(f"model family '{family.name}' cannot sample")
-    sample = jax.jit(family.sample, static_argnums=2)
-    rng = jax.random.key(seed)
-    chunks = []
-    for i in tqdm.trange(0, num, batch_size, desc="sampling", unit="batch"):
-        images = sample(state, jax.random.fold_in(rng, i), batch_size)
-        chunks.append(np.asarray(jax.device_get(images))[: num - i])
-    images = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
-    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def write_npz(path, images: np.ndarray, labels: np.ndarray | None = None) -> None:
-    """Atomically write ``images`` (+ ``labels``) to ``path``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def main(argv):

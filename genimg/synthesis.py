@@ -6,7 +6,9 @@ import math
 import os
 import pathlib
 
+import jax
 import numpy as np
+import tqdm
 from PIL import Image
 
 
@@ -33,4 +35,28 @@ def save_png(path, picture: np.ndarray) -> None:
     array = picture[..., 0] if picture.shape[-1] == 1 else picture
     tmp = path.with_name(path.name + ".tmp")
     Image.fromarray(array).save(tmp, format="PNG", optimize=True)
+    os.replace(tmp, path)
+
+
+def generate(family, state, num: int, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """``num`` uint8 NHWC samples, drawn in fixed-size batches (one compile) with a bar."""
+    if family.sample is None:
+        raise ValueError(f"model family '{family.name}' cannot sample")
+    sample = jax.jit(family.sample, static_argnums=2)
+    rng = jax.random.key(seed)
+    chunks = []
+    for i in tqdm.trange(0, num, batch_size, desc="sampling", unit="batch"):
+        images = sample(state, jax.random.fold_in(rng, i), batch_size)
+        chunks.append(np.asarray(jax.device_get(images))[: num - i])
+    images = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_npz(path, images: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """Atomically write ``images`` (+ ``labels``) to ``path``."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
+    np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)

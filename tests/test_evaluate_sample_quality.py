@@ -7,7 +7,7 @@ import pytest
 
 from experiments import classifier, dcgan
 from genimg import evaluate
-from genimg.sample import write_npz
+from genimg.synthesis import write_npz
 from genimg.train.loop import train_from_config
 
 
