@@ -16,7 +16,17 @@ def get_config(arg: str | None = None):
     """``arg``: None for the default run, ``"tiny"`` for a seconds-long smoke run."""
     config = gan_config.base_config()
     config.model.arch = "dcgan"
-    config.model.d_dropout = 0.3  # as in the TensorFlow DCGAN tutorial's discriminator
+    # SN-GAN-style training (Miyato et al. 2018): hinge loss, spectrally normalised D, TTUR
+    # with Adam(0, 0.9). With the tutorial recipe (non-saturating loss, Adam 2e-4 (0.5, 0.999),
+    # with or without D dropout 0.3) this network collapsed to near-identical samples on
+    # Fashion-MNIST for the whole 2000-step budget; this recipe gives diverse samples after a
+    # few hundred steps. `--config.model.loss=nonsaturating ...` restores the tutorial setup.
+    config.model.loss = "hinge"
+    config.model.spectral_norm = True
+    config.optim.g_lr = 1e-4
+    config.optim.d_lr = 4e-4
+    config.optim.b1 = 0.0
+    config.optim.b2 = 0.9
     if arg == "tiny":
         gan_config.tiny(config)
     elif arg:

@@ -221,7 +221,9 @@ def run(
             raise EvalError("--workdir is required unless --fake and --real are given")
         return _write(
             _fake_dir(fake) / EVAL_FILE,
-            sample_quality_results(load_fake(fake), real, split, extractor, quality, num, seed),
+            sample_quality_results(
+                load_fake(fake, num=num_fake), real, split, extractor, quality, num, seed
+            ),
         )
     workdir = pathlib.Path(workdir)
     config, family, state, info = restore_run(workdir)
@@ -247,7 +249,7 @@ def run(
             results.update(numbers, num_images=len(test.images))
     if quality:
         if fake is not None:
-            fakes = load_fake(fake)
+            fakes = load_fake(fake, num=num_fake)
         else:
             from genimg.synthesis import generate  # noqa: PLC0415
 
@@ -273,8 +275,11 @@ def sample_quality_results(fakes, real, split, extractor, metrics, num, seed) ->
 
 
 def _fake_dir(spec: str) -> pathlib.Path:
-    path = pathlib.Path(spec.split(":", 1)[-1])
-    return path.parent if path.suffix else path
+    """Where ``eval.json`` goes without a workdir: beside an npz, in a folder, else here."""
+    kind, _, rest = spec.partition(":")
+    if kind == "npz":
+        return pathlib.Path(rest).parent
+    return pathlib.Path(rest) if kind == "folder" else pathlib.Path(".")
 
 
 def _write(path: pathlib.Path, results: dict) -> dict:
@@ -315,7 +320,9 @@ def main() -> None:
     flags.DEFINE_string(
         "extractor", "inception", "Features for fid/kid/pr/is: inception or domain:W_CLS."
     )
-    flags.DEFINE_integer("num_fake", 10000, "Samples drawn from the run for fid/kid/pr/is.")
+    flags.DEFINE_integer(
+        "num_fake", 10000, "Samples drawn from the run (or first images of --fake)."
+    )
 
     def _main(argv):
         if len(argv) > 1:
