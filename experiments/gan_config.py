@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.sample_every = 500
     config.train.num_samples = 64  # images in each sample grid
     config.train.progress = True
+    config.train.eval_every = 0  # > 0: FID etc. of samples vs the test split every N steps
+    config.train.eval_num = 1000  # samples per periodic evaluation
+    config.train.eval_extractor = "inception"  # or "domain:CLASSIFIER_WORKDIR" (offline)
+    config.train.eval_metrics = "fid,kid,pr"
     return config
 
 

@@ -61,3 +61,17 @@ def test_errors_are_one_line(runs):
         evaluate.run(None, ["fid"], fake="npz:x.npz")
     with pytest.raises(evaluate.EvalError, match="unknown metric group"):
         evaluate.run(runs / "gan", ["fidd"])
+
+
+def test_the_loop_evaluates_every_k_steps(runs, tmp_path):
+    config = dcgan.get_config("tiny")
+    config.data.source = "digits"
+    config.train.eval_every = 2
+    config.train.eval_num = 32
+    config.train.eval_extractor = f"domain:{runs / 'cls'}"
+    config.train.eval_metrics = "fid,pr"
+    train_from_config(config, tmp_path)
+    lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [ln for ln in lines if "eval/fid" in ln]
+    assert [ln["step"] for ln in evals] == [2, 4]
+    assert all(ln["eval/fid"] > 0 and 0 <= ln["eval/recall"] <= 1 for ln in evals)

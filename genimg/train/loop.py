@@ -9,6 +9,9 @@ pure train step -- ``jax.jit`` on one device, ``jax.pmap`` over several -- and a
 - a tqdm progress bar, ``workdir/metrics.jsonl`` and TensorBoard events in ``workdir/tb``;
 - a PNG sample grid (fixed noise, EMA weights) every ``train.sample_every`` steps in
   ``workdir/samples``;
+- optionally, FID/KID/P-R of ``train.eval_num`` samples against the test split every
+  ``train.eval_every`` steps (``train.eval_extractor``: ``inception`` or ``domain:W``), logged
+  as ``eval/*`` scalars;
 - periodic and final checkpoints; a non-finite metric stops the run with a ``TrainingError``
   naming the quantity and the step, before anything is saved from the bad state.
 
@@ -168,6 +171,23 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
         synthesis.save_png(workdir / "samples" / f"step_{step:07d}.png", picture)
         writers.image(step, picture)
 
+    def evaluate(step: int) -> None:
+        """Sample-quality metrics of the current samples vs the test split (train.eval_*)."""
+        from genimg.metrics.sample_quality import sample_quality  # noqa: PLC0415
+
+        fakes = synthesis.generate(family, host_state(state), tc.eval_num, tc.seed)
+        results = sample_quality(
+            fakes,
+            config.data.source,
+            "test",
+            tc.eval_extractor,
+            tc.eval_metrics.split(","),
+            progress=False,
+        )
+        numbers = {f"eval/{k}": v for k, v in results.items() if isinstance(v, float)}
+        writers.scalars(step, numbers)
+        log.info("step %d: %s", step, numbers)
+
     try:
         for step in range(start, tc.steps):
             state, metrics = step_fn(state, data.batch(step), step_rng)
@@ -185,6 +205,8 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
                 last_saved = done
             if tc.sample_every and (done % tc.sample_every == 0 or is_last):
                 save_samples(done)
+            if tc.get("eval_every") and family.sample is not None and done % tc.eval_every == 0:
+                evaluate(done)
         manager.wait_until_finished()
     finally:
         bar.close()
