@@ -3,15 +3,11 @@
 Fake devices need XLA_FLAGS before jax starts, so the comparison runs in a subprocess.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.fake_devices import run_on_fake_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -43,17 +39,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_four_devices_match_one(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path)],
-        cwd=_REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_on_fake_devices(SCRIPT, str(tmp_path))
     one, four = res["1"], res["4"]
     assert [m["step"] for m in one["metrics"]] == [1, 2, 3]
     for m1, m4 in zip(one["metrics"], four["metrics"], strict=True):
