@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import presets
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Every knob of a GAN run, with the DCGAN defaults."""
@@ -62,11 +64,5 @@ def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.model.d_width = 8
     config.model.g_hidden = (32, 32, 64)
     config.model.d_hidden = (32, 16)
-    config.train.steps = 4
-    config.train.batch_size = 8
-    config.train.log_every = 2
-    config.train.checkpoint_every = 2
-    config.train.sample_every = 2
-    config.train.num_samples = 4
-    config.train.progress = False
+    presets.tiny_train(config)
     return config

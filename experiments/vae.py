@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import presets
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Every knob of a VAE / AE run, with the conv-VAE defaults."""
@@ -87,13 +89,7 @@ def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.model.latent_dim = 2
     config.model.widths = (4, 8)
     config.model.hidden = (16,)
-    config.train.steps = 4
-    config.train.batch_size = 8
-    config.train.log_every = 2
-    config.train.checkpoint_every = 2
-    config.train.sample_every = 2
-    config.train.num_samples = 4
-    config.train.progress = False
+    presets.tiny_train(config)
     config.eval.k = 8
     config.eval.chunk_size = 4
     config.eval.batch_size = 4
