@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pathlib
@@ -38,11 +39,18 @@ def save_png(path, picture: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+@functools.lru_cache(maxsize=16)
+def jitted_sampler(family):
+    """``jax.jit(family.sample)`` (``num`` static), built once per family so repeated calls
+    (sample grids, periodic evaluation) reuse one compilation."""
+    return jax.jit(family.sample, static_argnums=2)
+
+
 def generate(family, state, num: int, seed: int = 0, batch_size: int = 256) -> np.ndarray:
     """``num`` uint8 NHWC samples, drawn in fixed-size batches (one compile) with a bar."""
     if family.sample is None:
         raise ValueError(f"model family '{family.name}' cannot sample")
-    sample = jax.jit(family.sample, static_argnums=2)
+    sample = jitted_sampler(family)
     rng = jax.random.key(seed)
     chunks = []
     for i in tqdm.trange(0, num, batch_size, desc="sampling", unit="batch"):

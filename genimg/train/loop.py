@@ -122,7 +122,7 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
     host_state = unreplicate if n_dev > 1 else (lambda s: s)
     sample_fn = None
     if family.sample is not None:
-        sample_fn = jax.jit(family.sample, static_argnums=2)
+        sample_fn = synthesis.jitted_sampler(family)
 
     writers = _Writers(workdir)
     pending: list[tuple[int, dict]] = []
