@@ -1,0 +1,1 @@
+"""Optional compiled operations (currently: oneDNN convolutions on CPU, see `onednn`)."""
