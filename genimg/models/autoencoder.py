@@ -16,6 +16,7 @@ left out so that likelihoods do not depend on the batch) and dropout are injecta
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from genimg.models.layers import ConvTranspose
+from genimg.ops import onednn
 
 Array = jax.Array
 ModuleFactory = Callable[[], nn.Module]
@@ -58,14 +60,23 @@ class ConvEncoder(nn.Module):
     act: Callable[[Array], Array] = nn.relu
     norm: ModuleFactory | None = None
     dropout: float = 0.0
+    conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in, see genimg.ops.onednn)
 
     @nn.compact
     def __call__(self, x, cond=None, train: bool = False):
         """``x [B, H, W, C]``, optional ``cond [B, E]`` joined to the flattened features."""
         conv_base_size(x.shape[1], len(self.widths))  # fails early with a clear message
         conv_base_size(x.shape[2], len(self.widths))
+        conv_fn = onednn.conv_fn(self.conv_backend)
+        conv_fn = None if self.conv_backend == "xla" else conv_fn  # None: flax's own default
         for width in self.widths:
-            x = nn.Conv(width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
+            x = nn.Conv(
+                width,
+                (3, 3),
+                strides=(2, 2),
+                padding=((1, 1), (1, 1)),
+                conv_general_dilated=conv_fn,
+            )(x)
             x = _post(x, self.act, self.norm, self.dropout, train)
         x = x.reshape((x.shape[0], -1))  # [B, H/2^n * W/2^n * widths[-1]]
         if cond is not None:
@@ -82,21 +93,29 @@ class ConvDecoder(nn.Module):
     act: Callable[[Array], Array] = nn.relu
     norm: ModuleFactory | None = None
     dropout: float = 0.0
+    conv_backend: str = "xla"  # "xla" | "onednn"; see layers.ConvTranspose
 
     @nn.compact
     def __call__(self, z, train: bool = False):
+        onednn.conv_fn(self.conv_backend)  # fails early on an unknown or unavailable backend
         height, width, _ = self.image_shape
         n = len(self.widths)
         bh, bw = conv_base_size(height, n), conv_base_size(width, n)
         x = nn.Dense(bh * bw * self.widths[-1])(z)
         x = _post(x, self.act, self.norm, self.dropout, train)
         x = x.reshape((z.shape[0], bh, bw, self.widths[-1]))  # [B, h, w, widths[-1]]
+        up = functools.partial(
+            ConvTranspose,
+            kernel_size=3,
+            strides=2,
+            padding=1,
+            output_padding=1,
+            conv_backend=self.conv_backend,
+        )
         for features in reversed(self.widths[:-1]):
-            x = ConvTranspose(features, kernel_size=3, strides=2, padding=1, output_padding=1)(x)
+            x = up(features)(x)
             x = _post(x, self.act, self.norm, self.dropout, train)
-        return ConvTranspose(
-            self.out_channels, kernel_size=3, strides=2, padding=1, output_padding=1
-        )(x)  # [B, H, W, out_channels]
+        return up(self.out_channels)(x)  # [B, H, W, out_channels]
 
 
 class MLPEncoder(nn.Module):
@@ -165,20 +184,32 @@ def make_trunks(
     act: Callable[[Array], Array] = nn.relu,
     norm: ModuleFactory | None = None,
     dropout: float = 0.0,
+    conv_backend: str = "xla",
 ) -> tuple[nn.Module, nn.Module]:
     """(encoder, decoder) for ``arch`` in {"conv", "mlp"}.
 
     ``code_features`` is the encoder's output width (latent size for an AE, twice it for a
-    VAE); the decoder's input width follows from what it is given.
+    VAE); the decoder's input width follows from what it is given. ``conv_backend`` ("xla" |
+    "onednn", see ``genimg.ops.onednn``) runs the conv trunks' convolutions; MLPs ignore it.
     """
+    if conv_backend not in onednn.CONV_BACKENDS:
+        raise ValueError(
+            f"unknown conv_backend {conv_backend!r}; expected one of {onednn.CONV_BACKENDS}"
+        )
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3 or math.prod(image_shape) <= 0:
         raise ValueError(f"image_shape must be (H, W, C) with positive sides, got {image_shape}")
     common = dict(act=act, norm=norm, dropout=dropout)
     if arch == "conv":
         return (
-            ConvEncoder(code_features, widths=tuple(widths), **common),
-            ConvDecoder(image_shape, out_channels, widths=tuple(widths), **common),
+            ConvEncoder(code_features, widths=tuple(widths), conv_backend=conv_backend, **common),
+            ConvDecoder(
+                image_shape,
+                out_channels,
+                widths=tuple(widths),
+                conv_backend=conv_backend,
+                **common,
+            ),
         )
     if arch == "mlp":
         return (

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from genimg.models.layers import ConvTranspose
+from genimg.ops import onednn
 
 
 class MLPGenerator(nn.Module):
@@ -75,6 +76,7 @@ class DCGANGenerator(nn.Module):
     kernel_size: int = 5
     axis_name: str | None = None  # batch-norm statistics are averaged over this pmap axis
     upsample_impl: str = "auto"  # see layers.ConvTranspose
+    conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in); see layers.ConvTranspose
 
     @nn.compact
     def __call__(self, z, train: bool = True):
@@ -88,8 +90,13 @@ class DCGANGenerator(nn.Module):
             epsilon=1e-5,
             axis_name=self.axis_name if train else None,
         )
+        onednn.conv_fn(self.conv_backend)  # fails early on an unknown or unavailable backend
         up = functools.partial(
-            ConvTranspose, kernel_size=k, padding=(k - 1) // 2, impl=self.upsample_impl
+            ConvTranspose,
+            kernel_size=k,
+            padding=(k - 1) // 2,
+            impl=self.upsample_impl,
+            conv_backend=self.conv_backend,
         )
         features = self.width * 2**n_up
         x = nn.Dense(base * base * features, use_bias=False)(z)
@@ -116,11 +123,14 @@ class DCGANDiscriminator(nn.Module):
     kernel_size: int = 5
     dropout: float = 0.0
     spectral_norm: bool = False
+    conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in, see genimg.ops.onednn)
 
     @nn.compact
     def __call__(self, x, train: bool = True):
         n_down, _ = dcgan_num_stages(x.shape[1])
         k, p = self.kernel_size, (self.kernel_size - 1) // 2
+        conv_fn = onednn.conv_fn(self.conv_backend)
+        conv_fn = None if self.conv_backend == "xla" else conv_fn  # None: flax's own default
 
         def layer(module, h):
             if self.spectral_norm:
@@ -128,7 +138,13 @@ class DCGANDiscriminator(nn.Module):
             return module(h)
 
         for i in range(n_down):
-            conv = nn.Conv(self.width * 2**i, (k, k), strides=(2, 2), padding=((p, p), (p, p)))
+            conv = nn.Conv(
+                self.width * 2**i,
+                (k, k),
+                strides=(2, 2),
+                padding=((p, p), (p, p)),
+                conv_general_dilated=conv_fn,
+            )
             x = nn.leaky_relu(layer(conv, x), negative_slope=0.2)
             if self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -23,6 +23,10 @@ Implementations (`impl`):
   "transpose" elsewhere (GPU/TPU libraries implement strided transposed convs natively; not
   measured here). For stride 1 both are the same plain convolution.
 
+`conv_backend` picks who runs the stride-1 convolutions of the "subpixel" and stride-1 forms:
+"xla" (default, `lax.conv_general_dilated`) or "onednn" (`genimg.ops.onednn`, CPU only, opt-in;
+same parameters, same function up to float32 summation order). "transpose" always uses XLA.
+
 Weights from torch: `kernel_from_torch(w)` maps a ConvTranspose2d weight [Cin, Cout, k, k] to
 ours by flipping both spatial axes and moving channels last (torch's op is the adjoint of a
 correlation, ours is a correlation over the dilated input, hence the flip).
@@ -37,6 +41,8 @@ import numpy as np
 from flax import linen as nn
 from flax.linen.dtypes import promote_dtype
 from jax import lax
+
+from genimg.ops import onednn
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -116,8 +122,13 @@ def subpixel_kernel(kernel: Array, stride: int, lo: int) -> Array:
     return w.reshape(taps, taps, cin, stride * stride * cout)
 
 
-def conv_transpose_subpixel(x: Array, kernel: Array, stride: int, pads, precision=None) -> Array:
-    """`lax.conv_transpose(x, kernel, (s, s), pads)` (NHWC, HWIO) as conv + depth-to-space."""
+def conv_transpose_subpixel(
+    x: Array, kernel: Array, stride: int, pads, precision=None, conv=lax.conv_general_dilated
+) -> Array:
+    """`lax.conv_transpose(x, kernel, (s, s), pads)` (NHWC, HWIO) as conv + depth-to-space.
+
+    `conv` has the signature of `lax.conv_general_dilated` (e.g. `onednn.conv_general_dilated`).
+    """
     (lo, hi), (lo_w, hi_w) = pads
     if (lo, hi) != (lo_w, hi_w):
         raise ValueError(f"subpixel needs the same padding on both axes, got {pads}")
@@ -129,7 +140,7 @@ def conv_transpose_subpixel(x: Array, kernel: Array, stride: int, pads, precisio
     dmin, dmax = _subpixel_geometry(k, s, lo)
     qh, qw = -(-out_h // s), -(-out_w // s)  # rows/cols per phase before cropping
     conv_pads = ((-dmin, qh - 1 + dmax - (h - 1)), (-dmin, qw - 1 + dmax - (w - 1)))
-    y = lax.conv_general_dilated(
+    y = conv(
         x,
         subpixel_kernel(kernel, s, lo),
         window_strides=(1, 1),
@@ -153,6 +164,7 @@ class ConvTranspose(nn.Module):
     output_padding: int = 1  # extra rows/cols at the bottom/right, as in torch; < strides
     use_bias: bool = True
     impl: str = "auto"  # "auto" | "subpixel" | "transpose"; all compute the same function
+    conv_backend: str = "xla"  # "xla" | "onednn": who runs the convs of subpixel / stride 1
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
     dtype: Any = None
@@ -166,6 +178,7 @@ class ConvTranspose(nn.Module):
             raise ValueError(f"output_padding must be in [0, strides), got {self.output_padding}")
         if self.impl not in ("auto", "subpixel", "transpose"):
             raise ValueError(f"unknown impl {self.impl!r}")
+        conv = onednn.conv_fn(self.conv_backend)
         kernel = self.param(
             "kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype
         )
@@ -180,11 +193,9 @@ class ConvTranspose(nn.Module):
         if impl == "auto":
             impl = "subpixel" if jax.default_backend() == "cpu" else "transpose"
         if s == 1:  # no dilation: both forms are this plain convolution
-            y = lax.conv_general_dilated(
-                x, kernel, (1, 1), pads, dimension_numbers=_NHWC, precision=self.precision
-            )
+            y = conv(x, kernel, (1, 1), pads, dimension_numbers=_NHWC, precision=self.precision)
         elif impl == "subpixel":
-            y = conv_transpose_subpixel(x, kernel, s, pads, precision=self.precision)
+            y = conv_transpose_subpixel(x, kernel, s, pads, precision=self.precision, conv=conv)
         else:
             y = lax.conv_transpose(
                 x, kernel, (s, s), pads, dimension_numbers=_NHWC, precision=self.precision
