@@ -12,12 +12,12 @@ The networks are the ones of shared/bench/torch_peer.py, built from the project'
 
 - dcgan, mlpgan: `genimg.models.gan` G/D and `genimg.train.gan.make_gan_train_step`
   (non-saturating loss, one D update on real + fake then one G update, Adam(2e-4, 0.5, 0.999)
-  each). The project step also returns gradient/parameter norms and updates an EMA of G; the
-  peer does neither. `--ema-decay 0` (default) leaves the EMA arithmetic in but trivial.
+  each). The project step can also keep an EMA of G and log gradient/parameter norms; the
+  peer does neither, so both are off by default (`--ema-decay 0`, the step's own switch that
+  skips the EMA; `--log-norms` turns the norms on, as in the experiments' defaults).
 - convvae: `genimg.models.vae.make_vae("conv", ...)` (latent 16, Bernoulli logits) and
   `genimg.train.vae.make_vae_train_step` (negative ELBO with analytic KL, no binarisation,
-  one Adam(1e-3) step); the step also returns gradient/parameter norms. `"train_step"` in
-  the record says "local" if genimg.train.vae is missing and a minimal local step was used.
+  one Adam(1e-3) step); norms only with `--log-norms`.
 
 As in torch_peer.py: one fixed synthetic batch (uniform in [-1, 1], or [0, 1] for the
 sigmoid/Bernoulli models), already on the device; latent noise is drawn inside the step;
@@ -43,7 +43,7 @@ IMAGE_SHAPE = (28, 28, 1)
 Z_GAN, Z_VAE = 100, 16
 
 
-def build_gan(model: str, batch: int, upsample_impl: str, ema_decay: float):
+def build_gan(model: str, batch: int, upsample_impl: str, ema_decay: float, log_norms: bool):
     """(state, train_step, batch dict) for the dcgan / mlpgan of torch_peer.py."""
     import jax
     import optax
@@ -61,79 +61,40 @@ def build_gan(model: str, batch: int, upsample_impl: str, ema_decay: float):
         lo = 0.0
     adam = lambda: optax.adam(2e-4, b1=0.5, b2=0.999)
     state = create_gan_state(g, d, adam(), adam(), jax.random.key(0), Z_GAN, IMAGE_SHAPE)
-    step = make_gan_train_step(g, d, z_dim=Z_GAN, loss="nonsaturating", ema_decay=ema_decay)
+    step = make_gan_train_step(
+        g, d, z_dim=Z_GAN, loss="nonsaturating", ema_decay=ema_decay, log_norms=log_norms
+    )
     real = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE), minval=lo, maxval=1.0)
     return state, step, {"image": real}
 
 
-def build_vae(batch: int):
-    """(state, train_step, batch dict, step source) for the convvae of torch_peer.py."""
+def build_vae(batch: int, log_norms: bool):
+    """(state, train_step, batch dict) for the convvae of torch_peer.py."""
     import jax
     import optax
 
     from genimg.models.vae import make_vae
+    from genimg.train.vae import create_state, make_vae_train_step
 
     model = make_vae("conv", IMAGE_SHAPE, Z_VAE, 1)  # 1 channel of Bernoulli logits
     x = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE))
-    try:
-        from genimg.train.vae import create_state, make_vae_train_step
-    except ImportError:  # the VAE family predates this benchmark in most checkouts
-        return (*_local_vae_step(model, x), {"image": x}, "local")
     state = create_state(model, optax.adam(1e-3), jax.random.key(0), x[:1], jax.random.key(2))
-    step = make_vae_train_step(model, likelihood="bernoulli", binarize_mode="none", beta=1.0)
-    return state, step, {"image": x}, "genimg.train.vae"
-
-
-def _local_vae_step(model, x):
-    """A minimal negative-ELBO step from the project's model and losses (fallback only)."""
-    import jax
-    import optax
-    from flax.training import train_state
-
-    from genimg import losses
-
-    params = model.init(jax.random.key(0), x[:1], jax.random.key(2))["params"]
-    state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
-
-    def train_step(state, batch, rng):
-        rng = jax.random.fold_in(rng, state.step)
-
-        def loss_fn(params):
-            logits, mean, logvar = model.apply({"params": params}, batch["image"], rng, train=True)
-            log_lik = losses.log_likelihood("bernoulli", logits, batch["image"])
-            return losses.vae_loss(log_lik, losses.gaussian_kl(mean, logvar))
-
-        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        return state.apply_gradients(grads=grads), {"loss": loss, **parts}
-
-    return state, train_step
-
-
-def strip_extras():
-    """Benchmark-only: drop the work the torch peer does not do (EMA of G, gradient and
-    parameter norms in the metrics) by patching the step modules, to measure its cost."""
-    import genimg.train.gan
-    import genimg.train.vae
-
-    no_norms = lambda prefix, grads, params: {}
-    genimg.train.gan.norms = genimg.train.vae.norms = no_norms
-    genimg.train.gan.ema_update = lambda ema, params, decay: ema
+    step = make_vae_train_step(
+        model, likelihood="bernoulli", binarize_mode="none", beta=1.0, log_norms=log_norms
+    )
+    return state, step, {"image": x}
 
 
 def run(args) -> dict:
     """Build, compile, warm up and time; returns the JSON record."""
     import jax
 
-    if args.lean:
-        strip_extras()
-
     if args.model == "convvae":
-        state, train_step, batch, source = build_vae(args.batch)
+        state, train_step, batch = build_vae(args.batch, args.log_norms)
     else:
         state, train_step, batch = build_gan(
-            args.model, args.batch, args.upsample_impl, args.ema_decay
+            args.model, args.batch, args.upsample_impl, args.ema_decay, args.log_norms
         )
-        source = "genimg.train.gan"
     rng = jax.random.key(42)
     state, batch = jax.block_until_ready(jax.device_put((state, batch)))
 
@@ -163,10 +124,9 @@ def run(args) -> dict:
         "steps": args.steps,
         "compile": True,  # always jax.jit-compiled
         "compile_s": round(compile_s, 2),
-        "train_step": source,
         "upsample_impl": args.upsample_impl,
         "ema_decay": args.ema_decay,
-        "lean": args.lean,
+        "log_norms": args.log_norms,
         "finite": finite,
         "cpu_defaults": args.cpu_defaults,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -193,9 +153,9 @@ def main(argv=None):
     )
     p.add_argument("--ema-decay", type=float, default=0.0, help="G EMA decay (GAN step)")
     p.add_argument(
-        "--lean",
+        "--log-norms",
         action="store_true",
-        help="patch out the G EMA and the norm metrics (work the peer does not do)",
+        help="also compute the gradient/parameter norm metrics (the experiments' default)",
     )
     p.add_argument(
         "--no-cpu-defaults", action="store_true", help="skip platform.configure_cpu_defaults()"

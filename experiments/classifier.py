@@ -60,6 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.seed = 0
     config.train.num_devices = 0
     config.train.log_every = 100
+    config.train.log_norms = True  # gradient/parameter norms in the metrics
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 2
     config.train.sample_every = 0  # a classifier has nothing to sample

@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.seed = 0
     config.train.num_devices = 0  # 0 = all local devices
     config.train.log_every = 50
+    config.train.log_norms = True  # gradient/parameter norms in the metrics
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
     config.train.sample_every = 500

@@ -70,3 +70,26 @@ def test_variants_train_and_report_their_parts(overrides):
     assert not np.allclose(
         jax.tree.leaves(state.g_params)[-1], jax.tree.leaves(state.ema_params)[-1]
     )
+
+
+def test_ema_off_and_norms_off_leave_the_training_math_unchanged():
+    # ema_decay=0 skips the EMA update and log_norms=False drops the norm metrics; neither may
+    # change what the step computes for the networks.
+    lean_cfg = {"model.arch": "mlp", "model.ema_decay": 0.0, "train.log_norms": False}
+    runs = {}
+    for name, overrides in {"full": {"model.arch": "mlp"}, "lean": lean_cfg}.items():
+        config, family = _family(**overrides)
+        batch = {"image": scale_images(DIGITS.images[: config.train.batch_size], "0_1")}
+        state = family.init_state(jax.random.key(0))
+        ema_before = jax.tree.map(np.asarray, state.ema_params)
+        step = jax.jit(family.make_train_step(None))
+        for _ in range(3):
+            state, metrics = step(state, batch, jax.random.key(1))
+        runs[name] = (state, jax.device_get(metrics), ema_before)
+    (full, full_m, _), (lean, lean_m, lean_ema0) = runs["full"], runs["lean"]
+    assert "g_grad_norm" in full_m and not any("norm" in k for k in lean_m)
+    assert lean_m.keys() <= full_m.keys()
+    for k in lean_m:
+        np.testing.assert_allclose(lean_m[k], full_m[k], rtol=1e-5, err_msg=k)
+    chex.assert_trees_all_close(lean.g_params, full.g_params, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_equal(jax.device_get(lean.ema_params), lean_ema0)  # untouched

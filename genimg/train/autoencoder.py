@@ -24,6 +24,7 @@ def make_ae_train_step(
     loss: str = "mse",
     corrupt_fn=None,
     weight_decay: float = 0.0,
+    log_norms: bool = True,
     axis_name: str | None = None,
 ):
     """Return a pure ``train_step(state, batch, rng) -> (state, metrics)``.
@@ -55,7 +56,7 @@ def make_ae_train_step(
         (total, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = maybe_pmean(grads, axis_name)
         new_state = state.apply_gradients(grads=grads)
-        metrics = {"loss": total, **parts, **norms("", grads, state.params)}
+        metrics = {"loss": total, **parts, **norms("", grads, state.params, log_norms)}
         return new_state, maybe_pmean(metrics, axis_name)
 
     return train_step
@@ -100,6 +101,7 @@ def build(
             loss=m.loss,
             corrupt_fn=corrupt_fn,
             weight_decay=m.weight_decay,
+            log_norms=config.train.get("log_norms", True),
             axis_name=axis_name,
         )
 

@@ -101,7 +101,11 @@ def augment(rng: jax.Array, images: jax.Array, mode: str) -> jax.Array:
 
 
 def make_classifier_train_step(
-    model: ConvClassifier, *, augment_mode: str = "none", axis_name: str | None = None
+    model: ConvClassifier,
+    *,
+    augment_mode: str = "none",
+    log_norms: bool = True,
+    axis_name: str | None = None,
 ):
     """Return a pure ``train_step(state, batch, rng) -> (state, metrics)``.
 
@@ -136,7 +140,7 @@ def make_classifier_train_step(
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-            **norms("", grads, state.params),
+            **norms("", grads, state.params, log_norms),
         }
         return new_state, maybe_pmean(metrics, axis_name)
 
@@ -164,6 +168,7 @@ def build(
         return make_classifier_train_step(
             build_model(config, num_classes, axis_name),
             augment_mode=augment_mode,
+            log_norms=config.train.get("log_norms", True),
             axis_name=axis_name,
         )
 

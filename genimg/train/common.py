@@ -75,8 +75,14 @@ def ema_warmup(decay: float, step) -> jax.Array:
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def norms(prefix: str, grads, params) -> dict:
-    """Global L2 norms of gradients and parameters, named for the metrics log."""
+def norms(prefix: str, grads, params, enabled: bool = True) -> dict:
+    """Global L2 norms of gradients and parameters, named for the metrics log.
+
+    ``enabled=False`` (``train.log_norms=False``) returns no metrics: the two extra reads of
+    every parameter cost about 15% of a small MLP step on CPU, next to nothing for a conv net.
+    """
+    if not enabled:
+        return {}
     return {
         f"{prefix}grad_norm": optax.tree.norm(grads),
         f"{prefix}param_norm": optax.tree.norm(params),

@@ -84,6 +84,7 @@ def make_gan_train_step(
     gp_weight: float = 0.0,
     r1_weight: float = 0.0,
     ema_decay: float = 0.999,
+    log_norms: bool = True,
     axis_name: str | None = None,
 ):
     """Return a pure ``train_step(state, batch, rng) -> (state, metrics)``.
@@ -93,7 +94,9 @@ def make_gan_train_step(
     the regulariser added to the D loss is ``gamma / 2 * R1``. With ``axis_name`` set the
     gradients and metrics are averaged over that pmap axis, batch norm uses cross-device
     statistics, and the latent noise is each device's slice of one global draw, so N devices
-    compute what one device computes for the same global batch.
+    compute what one device computes for the same global batch. ``ema_decay=0`` skips the EMA
+    update (``state.ema_params`` then keeps its initial value and sampling uses ``g_params``);
+    ``log_norms=False`` leaves the gradient and parameter norms out of the metrics.
     """
     losses.gan_d_loss(loss, jnp.zeros(1), jnp.zeros(1))  # validates `loss` eagerly
 
@@ -173,15 +176,19 @@ def make_gan_train_step(
             d_batch_stats=d_bs,
             g_opt_state=g_opt,
             d_opt_state=d_opt,
-            ema_params=ema_update(state.ema_params, g_params, ema_warmup(ema_decay, state.step)),
+            ema_params=(
+                ema_update(state.ema_params, g_params, ema_warmup(ema_decay, state.step))
+                if ema_decay
+                else state.ema_params
+            ),
         )
         metrics = {
             "d_loss": d_loss,
             "g_loss": g_loss,
             **d_parts,
             **g_parts,
-            **norms("g_", g_grads, g_params),
-            **norms("d_", d_grads, d_params),
+            **norms("g_", g_grads, g_params, log_norms),
+            **norms("d_", d_grads, d_params, log_norms),
         }
         return new_state, maybe_pmean(metrics, axis_name)
 
@@ -245,6 +252,7 @@ def build(
             gp_weight=m.gp_weight,
             r1_weight=m.r1_weight,
             ema_decay=m.ema_decay,
+            log_norms=config.train.get("log_norms", True),
             axis_name=axis_name,
         )
 

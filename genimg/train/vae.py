@@ -119,6 +119,7 @@ def make_vae_train_step(
     kl_warmup_steps: int = 0,
     weight_decay: float = 0.0,
     conditional: bool = False,
+    log_norms: bool = True,
     axis_name: str | None = None,
 ):
     """Return a pure ``train_step(state, batch, rng) -> (state, metrics)``.
@@ -162,7 +163,12 @@ def make_vae_train_step(
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = maybe_pmean(grads, axis_name)
         new_state = state.apply_gradients(grads=grads)
-        metrics = {"loss": loss, **parts, "kl_weight": kl_w, **norms("", grads, state.params)}
+        metrics = {
+            "loss": loss,
+            **parts,
+            "kl_weight": kl_w,
+            **norms("", grads, state.params, log_norms),
+        }
         return new_state, maybe_pmean(metrics, axis_name)
 
     return train_step
@@ -218,6 +224,7 @@ def build(
             kl_warmup_steps=m.kl_warmup_steps,
             weight_decay=m.weight_decay,
             conditional=conditional,
+            log_norms=config.train.get("log_norms", True),
             axis_name=axis_name,
         )
 
