@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.d_width = 64  # DCGAN: channels of the first D conv (doubles per stage)
     config.model.kernel_size = 5
     config.model.upsample_impl = "auto"  # layers.ConvTranspose: "auto" | "subpixel" | "transpose"
+    config.model.conv_backend = "xla"  # DCGAN convs: "xla" | "onednn" (CPU, opt-in; README)
     config.model.d_dropout = 0.0
     config.model.spectral_norm = False
     config.model.g_hidden = (256, 512, 1024)  # MLP GAN

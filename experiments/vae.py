@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.act = "relu"
     config.model.norm = "none"  # "none" | "layer"
     config.model.dropout = 0.0
+    config.model.conv_backend = "xla"  # conv trunks: "xla" | "onednn" (CPU, opt-in; README)
     config.model.likelihood = "bernoulli"  # | "gaussian_fixed" | "gaussian_learned"
     config.model.gaussian_scale = 0.1  # std of "gaussian_fixed", pixels in [0, 1]
     config.model.beta = 1.0  # KL weight: 1 = ELBO, > 1 = beta-VAE

@@ -93,3 +93,9 @@ def test_ema_off_and_norms_off_leave_the_training_math_unchanged():
         np.testing.assert_allclose(lean_m[k], full_m[k], rtol=1e-5, err_msg=k)
     chex.assert_trees_all_close(lean.g_params, full.g_params, rtol=1e-5, atol=1e-7)
     chex.assert_trees_all_equal(jax.device_get(lean.ema_params), lean_ema0)  # untouched
+
+
+def test_conv_backend_key_reaches_the_models():
+    _, family = _family(**{"model.conv_backend": "cudnn"})
+    with pytest.raises(ValueError, match="conv_backend"):
+        family.init_state(jax.random.key(0))

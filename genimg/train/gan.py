@@ -213,12 +213,14 @@ def build_models(model_cfg, image_shape, axis_name: str | None = None):
                 kernel_size=model_cfg.kernel_size,
                 axis_name=axis_name,
                 upsample_impl=model_cfg.upsample_impl,
+                conv_backend=model_cfg.get("conv_backend", "xla"),
             ),
             gan_models.DCGANDiscriminator(
                 width=model_cfg.d_width,
                 kernel_size=model_cfg.kernel_size,
                 dropout=model_cfg.d_dropout,
                 spectral_norm=model_cfg.spectral_norm,
+                conv_backend=model_cfg.get("conv_backend", "xla"),
             ),
             "-1_1",
         )

@@ -56,6 +56,7 @@ def trunk_kwargs(model_cfg) -> dict:
         act=ACTIVATIONS[model_cfg.act],
         norm=NORMS[model_cfg.norm],
         dropout=model_cfg.dropout,
+        conv_backend=model_cfg.get("conv_backend", "xla"),
     )
 
 
