@@ -43,7 +43,9 @@ IMAGE_SHAPE = (28, 28, 1)
 Z_GAN, Z_VAE = 100, 16
 
 
-def build_gan(model: str, batch: int, upsample_impl: str, ema_decay: float, log_norms: bool):
+def build_gan(
+    model: str, batch: int, upsample_impl: str, ema_decay: float, log_norms: bool, conv: str
+):
     """(state, train_step, batch dict) for the dcgan / mlpgan of torch_peer.py."""
     import jax
     import optax
@@ -52,8 +54,10 @@ def build_gan(model: str, batch: int, upsample_impl: str, ema_decay: float, log_
     from genimg.train.gan import create_gan_state, make_gan_train_step
 
     if model == "dcgan":
-        g = gan.DCGANGenerator(IMAGE_SHAPE, width=64, kernel_size=5, upsample_impl=upsample_impl)
-        d = gan.DCGANDiscriminator(width=64, kernel_size=5)
+        g = gan.DCGANGenerator(
+            IMAGE_SHAPE, width=64, kernel_size=5, upsample_impl=upsample_impl, conv_backend=conv
+        )
+        d = gan.DCGANDiscriminator(width=64, kernel_size=5, conv_backend=conv)
         lo = -1.0
     else:
         g = gan.MLPGenerator(IMAGE_SHAPE, hidden=(256, 512, 1024))
@@ -68,7 +72,7 @@ def build_gan(model: str, batch: int, upsample_impl: str, ema_decay: float, log_
     return state, step, {"image": real}
 
 
-def build_vae(batch: int, log_norms: bool):
+def build_vae(batch: int, log_norms: bool, conv: str):
     """(state, train_step, batch dict) for the convvae of torch_peer.py."""
     import jax
     import optax
@@ -76,7 +80,7 @@ def build_vae(batch: int, log_norms: bool):
     from genimg.models.vae import make_vae
     from genimg.train.vae import create_state, make_vae_train_step
 
-    model = make_vae("conv", IMAGE_SHAPE, Z_VAE, 1)  # 1 channel of Bernoulli logits
+    model = make_vae("conv", IMAGE_SHAPE, Z_VAE, 1, conv_backend=conv)  # 1 channel of logits
     x = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE))
     state = create_state(model, optax.adam(1e-3), jax.random.key(0), x[:1], jax.random.key(2))
     step = make_vae_train_step(
@@ -90,10 +94,15 @@ def run(args) -> dict:
     import jax
 
     if args.model == "convvae":
-        state, train_step, batch = build_vae(args.batch, args.log_norms)
+        state, train_step, batch = build_vae(args.batch, args.log_norms, args.conv_backend)
     else:
         state, train_step, batch = build_gan(
-            args.model, args.batch, args.upsample_impl, args.ema_decay, args.log_norms
+            args.model,
+            args.batch,
+            args.upsample_impl,
+            args.ema_decay,
+            args.log_norms,
+            args.conv_backend,
         )
     rng = jax.random.key(42)
     state, batch = jax.block_until_ready(jax.device_put((state, batch)))
@@ -127,6 +136,7 @@ def run(args) -> dict:
         "upsample_impl": args.upsample_impl,
         "ema_decay": args.ema_decay,
         "log_norms": args.log_norms,
+        "conv_backend": args.conv_backend,
         "finite": finite,
         "cpu_defaults": args.cpu_defaults,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -150,6 +160,12 @@ def main(argv=None):
         type=int,
         default=None,
         help="restrict the process to this many CPUs (XLA:CPU sizes its pool by affinity)",
+    )
+    p.add_argument(
+        "--conv-backend",
+        choices=["xla", "onednn"],
+        default="xla",
+        help="who runs the convolutions (dcgan, convvae): XLA, or oneDNN through the FFI",
     )
     p.add_argument("--ema-decay", type=float, default=0.0, help="G EMA decay (GAN step)")
     p.add_argument(
