@@ -109,7 +109,7 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
 
     init_rng, step_rng, sample_rng = jax.random.split(jax.random.key(tc.seed), 3)
     manager = ckpt.checkpoint_manager(workdir, tc.get("keep_checkpoints", 3))
-    state = family.init_state(init_rng)
+    state = jax.jit(family.init_state)(init_rng)  # one compile, not one per init op
     start = manager.latest_step() or 0
     if start:
         state = ckpt.restore(manager, state)

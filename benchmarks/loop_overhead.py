@@ -1,0 +1,172 @@
+"""The full training loop against the bare train step: is the step, not the host, the bottleneck?
+
+Run from the repository root (prints one JSON line):
+
+    python benchmarks/loop_overhead.py [--experiment dcgan] [--steps 550] [--bare-steps 60]
+        [--data synthetic|real] [--set train.log_every=10 ...]
+
+1. Loop: `genimg.train.loop.train` with the experiment's default config (logging, progress
+   bar, metrics.jsonl + TensorBoard, periodic sample grids and Orbax checkpoints at their
+   default intervals) runs `--steps` steps in a temporary workdir. The rate is taken over every
+   logged interval after the first (which holds the compile): it includes the periodic
+   checkpoint and sample grid that fall inside (at step 500 for the DCGAN defaults); the
+   one-off final checkpoint is reported separately (`final_s`).
+2. Bare: the same family's train step, `jax.jit` with the state donated, on one fixed
+   device-resident batch, called back to back.
+
+`loop_over_bare` = loop steps/s / bare steps/s. The loop runs under cProfile; the record's
+`host_s` block says where the host's wall time went (seconds; `host_fraction_of_total` divides
+by the whole `train` call, compile included): `wait_device` is time blocked in
+`jax.device_get` for the metrics (the host idles while queued steps finish), the other pieces
+are host work during which the device may run dry.
+`--data synthetic` (default) uses random uint8 images of the experiment's data shape
+(60000 x 28 x 28 x 1 for Fashion-MNIST), `real` loads `config.data.source`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib
+import json
+import os
+import pstats
+import resource
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from genimg import platform  # noqa: E402  (configure before jax initialises its backends)
+
+# Host-side pieces of the loop, by (file suffix, function name) in the cProfile table.
+PIECES = {
+    "wait_device": ("jax/_src/api.py", "device_get"),
+    "checkpoint": ("genimg/train/checkpoint.py", "save"),
+    "samples": ("genimg/train/loop.py", "save_samples"),
+    "data_batch": ("genimg/data/pipeline.py", "batch"),
+    "log_write": ("genimg/train/loop.py", "scalars"),
+}
+
+
+def _config(args):
+    module = importlib.import_module(f"experiments.{args.experiment}")
+    config = module.get_config()
+    config.train.steps = args.steps
+    config.train.progress = True
+    for item in args.set:
+        key, value = item.split("=", 1)
+        section, name = key.split(".")
+        config[section][name] = type(config[section][name])(value)
+    return config
+
+
+def _data(config, args):
+    import numpy as np
+
+    from genimg import data as data_lib
+
+    if args.data == "real":
+        loaded = data_lib.load(config.data.source, "train")
+        return loaded.images, loaded.labels, loaded.num_classes
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60000, 28, 28, 1), dtype=np.uint8)
+    return images, rng.integers(0, 10, 60000).astype(np.int32), 10
+
+
+def _cumtime(stats: pstats.Stats, suffix: str, name: str) -> float:
+    return sum(
+        cum
+        for (path, _, fn), (_, _, _, cum, _) in stats.stats.items()
+        if fn == name and path.replace(os.sep, "/").endswith(suffix)
+    )
+
+
+def run(args) -> dict:
+    import jax
+
+    from genimg import data as data_lib
+    from genimg.train import build_family, loop
+
+    config = _config(args)
+    images, labels, num_classes = _data(config, args)
+    family = build_family(config, images.shape[1:], num_classes)
+    data = data_lib.TrainData(
+        images,
+        labels,
+        global_batch=config.train.batch_size * family.batch_multiplier,
+        seed=0,
+        scale=family.data_scale,
+    )
+
+    # 1. The loop, profiled.
+    with tempfile.TemporaryDirectory() as workdir:
+        profiler = cProfile.Profile()
+        t0 = time.perf_counter()
+        profiler.enable()
+        loop.train(config, workdir, family, data)
+        profiler.disable()
+        total_s = time.perf_counter() - t0
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            logged = [json.loads(line) for line in f if '"steps_per_s"' in line]
+    timed = logged[1:]  # the first interval holds compilation
+    if not timed:
+        raise SystemExit("no logged interval after the first: raise --steps or lower log_every")
+    steps = [b["step"] - a["step"] for a, b in zip(logged, logged[1:], strict=False)]
+    loop_s = sum(n / r["steps_per_s"] for n, r in zip(steps, timed, strict=True))
+    loop_rate = sum(steps) / loop_s
+    stats = pstats.Stats(profiler)
+    if args.top:
+        stats.stream = sys.stderr
+        stats.sort_stats("tottime").print_stats(args.top)
+    host = {k: round(_cumtime(stats, *v), 2) for k, v in PIECES.items()}
+
+    # 2. The bare step on one fixed batch.
+    step = jax.jit(family.make_train_step(None), donate_argnums=0)
+    state, batch, rng = family.init_state(jax.random.key(0)), data.batch(0), jax.random.key(1)
+    for _ in range(3):
+        state, metrics = step(state, batch, rng)
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    for _ in range(args.bare_steps):
+        state, metrics = step(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+    bare_rate = args.bare_steps / (time.perf_counter() - t0)
+
+    return {
+        "experiment": args.experiment,
+        "batch": config.train.batch_size,
+        "steps": args.steps,
+        "log_every": config.train.log_every,
+        "checkpoint_every": config.train.checkpoint_every,
+        "sample_every": config.train.sample_every,
+        "loop_steps_per_s": round(loop_rate, 3),
+        "bare_steps_per_s": round(bare_rate, 3),
+        "loop_over_bare": round(loop_rate / bare_rate, 3),
+        "timed_steps": sum(steps),
+        "total_s": round(total_s, 1),
+        "host_s": host,
+        "host_fraction_of_total": {k: round(v / total_s, 3) for k, v in host.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "data": args.data,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "cpu_defaults": args.cpu_defaults,
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--experiment", default="dcgan", help="module under experiments/")
+    p.add_argument("--steps", type=int, default=550, help="loop steps (past step 500's saves)")
+    p.add_argument("--bare-steps", type=int, default=60)
+    p.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
+    p.add_argument("--set", action="append", default=[], help="config override, e.g. train.x=1")
+    p.add_argument("--top", type=int, default=0, help="also print the cProfile top N to stderr")
+    args = p.parse_args(argv)
+    args.cpu_defaults = platform.configure_cpu_defaults()
+    print(json.dumps(run(args)))
+
+
+if __name__ == "__main__":
+    main()
