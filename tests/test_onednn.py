@@ -239,6 +239,15 @@ def test_pmap_on_fake_devices(backend):
     assert out["rel_err"] < 1e-5, json.dumps(out)
 
 
+def test_bad_shapes_give_an_error_not_a_crash(backend):
+    x, w = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 4))
+    strides, padding = (1, 1), ((1, 1), (1, 1))
+    with pytest.raises(Exception, match="output size does not match"):
+        jax.block_until_ready(onednn._call("fwd", (1, 5, 8, 4), x, w, strides, padding))
+    with pytest.raises(Exception, match="channel or batch sizes do not match"):
+        jax.block_until_ready(onednn._call("bwd_weights", (3, 3, 2, 4), x, x, strides, padding))
+
+
 def test_unknown_and_unavailable_backends_fail_with_one_line(monkeypatch):
     with pytest.raises(ValueError, match=r"unknown conv_backend 'cudnn'.*'xla', 'onednn'"):
         gan.DCGANDiscriminator(conv_backend="cudnn").init(
