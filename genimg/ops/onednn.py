@@ -21,8 +21,7 @@ runtime of `intel-opencl-rt`, found through `OCL_ICD_FILENAMES`, which is set he
 Measured 2026-11-25 on the 2-core AVX-512 CPU machines (oneDNN 3.13, jax 0.10.2, batch 64,
 benchmarks/train_throughput.py, best of alternating runs): DCGAN step 229 -> 175 ms, DCGAN at
 batch 256 910 -> 698 ms, conv VAE step 11.6 -> 9.2 ms; per conv (fwd+bwd) 1.3-2.6x faster.
-oneDNN's ops split work statically over TBB threads, so they slow down more than XLA's when
-another process takes a core.
+With another process on the machine both backends slowed down about 2x (no clear loser).
 """
 
 from __future__ import annotations
