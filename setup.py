@@ -1,13 +1,15 @@
 """Builds the optional oneDNN convolution extension, `genimg/ops/_onednn_conv*.so`.
 
 Everything else about the package lives in pyproject.toml. The extension is compiled against
-oneDNN's headers (`onednn-devel`) and the XLA FFI headers shipped in `jaxlib`, and is not linked
-against libdnnl: genimg/ops/onednn.py loads the `onednn` wheel's libdnnl.so.3 (extra `onednn`)
-with RTLD_GLOBAL first. It is optional: without a C++ compiler or the headers the install still
-succeeds and `genimg.ops.onednn.is_available()` says why the backend is missing.
+oneDNN's headers (`onednn-devel-cpu-gomp`) and the XLA FFI headers shipped in `jaxlib`, and is
+not linked against libdnnl: genimg/ops/onednn.py loads libdnnl.so.3 of the `onednn-cpu-gomp`
+wheel (extra `onednn`) with RTLD_GLOBAL first. It is optional: without a C++ compiler or the
+headers the install still succeeds and `genimg.ops.onednn.unavailable_reason()` says why
+the backend is missing.
 
-Headers are looked up in `$GENIMG_DNNL_INCLUDE`, then the build environment (`onednn-devel`
-from [build-system].requires), then this interpreter's prefix (`pip install onednn-devel`).
+Headers are looked up in `$GENIMG_DNNL_INCLUDE`, then the build environment
+(`onednn-devel-cpu-gomp` from [build-system].requires, or `onednn-devel`), then this
+interpreter's prefix.
 """
 
 import importlib.util
@@ -23,10 +25,15 @@ def _dnnl_include() -> str | None:
     try:
         from importlib import metadata
 
-        for f in metadata.distribution("onednn-devel").files or ():
-            if f.name == "dnnl.hpp":  # <root>/include/oneapi/dnnl/dnnl.hpp
-                candidates.append(str(f.locate().resolve().parents[2]))
-    except Exception:  # not installed here
+        for dist in ("onednn-devel-cpu-gomp", "onednn-devel"):
+            try:
+                files = metadata.distribution(dist).files or ()
+            except metadata.PackageNotFoundError:
+                continue
+            for f in files:
+                if f.name == "dnnl.hpp":  # <root>/include/oneapi/dnnl/dnnl.hpp
+                    candidates.append(str(f.locate().resolve().parents[2]))
+    except Exception:  # metadata unreadable
         pass
     candidates.append(os.path.join(sys.prefix, "include"))
     for path in candidates:
@@ -50,7 +57,7 @@ class BuildExt(build_ext):
     def build_extensions(self):
         dnnl, ffi = _dnnl_include(), _ffi_include()
         if dnnl is None or ffi is None:
-            missing = "oneDNN (onednn-devel)" if dnnl is None else "XLA FFI (jaxlib)"
+            missing = "oneDNN (onednn-devel-cpu-gomp)" if dnnl is None else "XLA FFI (jaxlib)"
             print(f"genimg: skipping the oneDNN conv extension: {missing} headers not found")
             return
         # setuptools compiles C++ with the C flags Python was built with; drop the C-only one.

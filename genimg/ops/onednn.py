@@ -12,11 +12,12 @@ correct but slow; the models never vmap over convolutions.
 
 The extension is built by `pip install -e '.[onednn]'` (optional: the install succeeds without
 a compiler, the backend is then unavailable). It is compiled against oneDNN's headers only;
-here `libdnnl.so.3` of the `onednn` wheel is loaded with RTLD_GLOBAL (with the Intel runtime
-libraries it needs from the same folder) and then the extension.
-The `onednn` wheel is a SYCL build: its CPU engine is a SYCL device served by the OpenCL CPU
-runtime of `intel-opencl-rt`, found through `OCL_ICD_FILENAMES`, which is set here when unset.
-`GENIMG_ONEDNN_LIB=/path/to/libdnnl.so.3` picks another oneDNN build.
+here `libdnnl.so.3` is loaded with RTLD_GLOBAL, then the extension. The library comes from the
+`onednn-cpu-gomp` wheel (oneDNN 3.2, CPU only, GNU OpenMP; the `onednn` extra), else from the
+`onednn` wheel (a SYCL build: its CPU engine is served by the OpenCL CPU runtime of
+`intel-opencl-rt`, found through `OCL_ICD_FILENAMES`, which is then set here when unset).
+`GENIMG_ONEDNN_LIB=/path/to/libdnnl.so.3` picks another oneDNN build; the extension must have
+been compiled against the same oneDNN version's headers.
 
 Measured 2026-11-25 on the 2-core AVX-512 CPU machines (oneDNN 3.13, jax 0.10.2, batch 64,
 benchmarks/train_throughput.py, best of alternating runs): DCGAN step 229 -> 175 ms, DCGAN at
@@ -52,18 +53,20 @@ _state: dict = {}  # "error": str | None once loading was tried
 
 
 def _libdnnl_path() -> str | None:
-    """Path of libdnnl.so.3: $GENIMG_ONEDNN_LIB, else the `onednn` wheel's, else None."""
+    """libdnnl.so.3: $GENIMG_ONEDNN_LIB, the `onednn-cpu-gomp` or `onednn` wheel's, or None."""
     env = os.environ.get("GENIMG_ONEDNN_LIB")
     if env:
         return env
-    try:
-        from importlib import metadata
+    from importlib import metadata
 
-        for f in metadata.distribution("onednn").files or ():
+    for dist in ("onednn-cpu-gomp", "onednn"):
+        try:
+            files = metadata.distribution(dist).files or ()
+        except Exception:  # not installed, or metadata unreadable
+            continue
+        for f in files:
             if f.name == "libdnnl.so.3":
                 return str(f.locate().resolve())
-    except Exception:  # not installed, or metadata unreadable
-        pass
     path = os.path.join(sys.prefix, "lib", "libdnnl.so.3")
     return path if os.path.exists(path) else None
 
@@ -106,7 +109,7 @@ def _try_load() -> str | None:
         return "the extension genimg/ops/_onednn_conv*.so was not built"
     dnnl = _libdnnl_path()
     if dnnl is None:
-        return "libdnnl.so.3 not found (the 'onednn' package is not installed)"
+        return "libdnnl.so.3 not found (the 'onednn-cpu-gomp' package is not installed)"
     libdir = os.path.dirname(dnnl)
     icd = os.path.join(libdir, "libintelocl.so")
     if "OCL_ICD_FILENAMES" not in os.environ and os.path.exists(icd):
