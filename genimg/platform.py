@@ -18,7 +18,10 @@ importing jax is fine). It applies two settings, each skipped when the user chos
    `MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`. Otherwise every
    XLA:CPU buffer of a few MB or more is a fresh `mmap`, page-faulted on each step. The
    cost: the process keeps its peak heap size. Skipped if any `MALLOC_*` variable or a
-   `glibc.malloc` tunable is set, and on non-glibc systems.
+   `glibc.malloc` tunable is set, on non-glibc systems, and when jax is going to run on an
+   accelerator (`JAX_PLATFORMS` names a non-CPU platform first, or, with `JAX_PLATFORMS`
+   unset, a GPU/TPU plugin such as `jax-cuda12-plugin` or `libtpu` is installed): the
+   setting only pays off where XLA:CPU runs the step.
 
 `GENIMG_NO_CPU_DEFAULTS=1` turns both off.
 """
@@ -94,12 +97,30 @@ def _user_set_malloc() -> bool:
     )
 
 
+def _accelerator_expected() -> bool:
+    """True if jax will pick a GPU/TPU: by `JAX_PLATFORMS`, else by an installed plugin."""
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip().lower() != "cpu"
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("jax_plugins") or importlib.util.find_spec("libtpu"):
+            return True
+        return bool(importlib.metadata.entry_points(group="jax_plugins"))
+    except (ImportError, ValueError):
+        return False
+
+
 def _configure_malloc() -> str:
     global _malloc_applied
     if _malloc_applied:
         return "applied"
     if _user_set_malloc():
         return "kept"
+    if _accelerator_expected():
+        return "accelerator"
     try:
         glibc = os.confstr("CS_GNU_LIBC_VERSION")  # e.g. "glibc 2.36"; None or error elsewhere
         mallopt = ctypes.CDLL(None).mallopt if glibc else None
@@ -122,7 +143,8 @@ def configure_cpu_defaults() -> dict[str, str]:
 
     Idempotent. Returns what happened to each, for logging: `{"xla_flags": s, "malloc": s}`
     with s in "appended"/"applied" (done now or earlier), "kept" (the user's setting is left
-    alone), "disabled" (`GENIMG_NO_CPU_DEFAULTS=1`), "unsupported" (not glibc) or "failed".
+    alone), "disabled" (`GENIMG_NO_CPU_DEFAULTS=1`), "accelerator" (malloc only: jax will run on
+    a GPU/TPU), "unsupported" (not glibc, or jaxlib too old for the flag) or "failed".
     """
     if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
         return {"xla_flags": "disabled", "malloc": "disabled"}

@@ -107,6 +107,12 @@ def test_flag_moves_only_convolutions_off_ynnpack():
     assert with_flag["dot"] == without["dot"] > 0
 
 
+def test_malloc_left_alone_for_accelerator_runs():
+    out = _run(_CONFIGURE_TWICE, JAX_PLATFORMS="cuda,cpu")
+    assert out["first"]["malloc"] == "accelerator"
+    assert _run(_CONFIGURE_TWICE, JAX_PLATFORMS="cpu")["first"]["malloc"] == "applied"
+
+
 def test_old_jaxlib_gets_no_flag(monkeypatch):
     # jaxlib < 0.8.2 has no YNNPACK convolutions, and XLA aborts on flags it does not know.
     import importlib.metadata
