@@ -68,7 +68,6 @@ class ConvEncoder(nn.Module):
         conv_base_size(x.shape[1], len(self.widths))  # fails early with a clear message
         conv_base_size(x.shape[2], len(self.widths))
         conv_fn = onednn.conv_fn(self.conv_backend)
-        conv_fn = None if self.conv_backend == "xla" else conv_fn  # None: flax's own default
         for width in self.widths:
             x = nn.Conv(
                 width,
@@ -97,7 +96,6 @@ class ConvDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, z, train: bool = False):
-        onednn.conv_fn(self.conv_backend)  # fails early on an unknown or unavailable backend
         height, width, _ = self.image_shape
         n = len(self.widths)
         bh, bw = conv_base_size(height, n), conv_base_size(width, n)
@@ -192,10 +190,7 @@ def make_trunks(
     VAE); the decoder's input width follows from what it is given. ``conv_backend`` ("xla" |
     "onednn", see ``genimg.ops.onednn``) runs the conv trunks' convolutions; MLPs ignore it.
     """
-    if conv_backend not in onednn.CONV_BACKENDS:
-        raise ValueError(
-            f"unknown conv_backend {conv_backend!r}; expected one of {onednn.CONV_BACKENDS}"
-        )
+    onednn.check_conv_backend(conv_backend)  # also for "mlp", which never uses it
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3 or math.prod(image_shape) <= 0:
         raise ValueError(f"image_shape must be (H, W, C) with positive sides, got {image_shape}")

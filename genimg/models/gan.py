@@ -90,7 +90,6 @@ class DCGANGenerator(nn.Module):
             epsilon=1e-5,
             axis_name=self.axis_name if train else None,
         )
-        onednn.conv_fn(self.conv_backend)  # fails early on an unknown or unavailable backend
         up = functools.partial(
             ConvTranspose,
             kernel_size=k,
@@ -130,7 +129,6 @@ class DCGANDiscriminator(nn.Module):
         n_down, _ = dcgan_num_stages(x.shape[1])
         k, p = self.kernel_size, (self.kernel_size - 1) // 2
         conv_fn = onednn.conv_fn(self.conv_backend)
-        conv_fn = None if self.conv_backend == "xla" else conv_fn  # None: flax's own default
 
         def layer(module, h):
             if self.spectral_norm:

@@ -350,15 +350,20 @@ def conv_general_dilated(
 CONV_BACKENDS = ("xla", "onednn")
 
 
+def check_conv_backend(backend: str) -> None:
+    """ValueError (one line) unless `backend` is one of `CONV_BACKENDS`."""
+    if backend not in CONV_BACKENDS:
+        raise ValueError(f"unknown conv_backend {backend!r}; expected one of {CONV_BACKENDS}")
+
+
 def conv_fn(backend: str):
     """The `conv_general_dilated` to use for `backend` ("xla" | "onednn").
 
     "onednn" raises RuntimeError (one line, with the fix) if the backend is unavailable, so a
     run that asked for it never silently measures XLA instead.
     """
+    check_conv_backend(backend)
     if backend == "xla":
         return lax.conv_general_dilated
-    if backend == "onednn":
-        require()
-        return conv_general_dilated
-    raise ValueError(f"unknown conv_backend {backend!r}; expected one of {CONV_BACKENDS}")
+    require()
+    return conv_general_dilated
