@@ -38,6 +38,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from train_throughput import time_steps  # noqa: E402  (benchmarks/ is sys.path[0])
+
 from genimg import platform  # noqa: E402  (configure before jax initialises its backends)
 
 # Host-side pieces of the loop, by (file suffix, function name) in the cProfile table.
@@ -125,14 +127,8 @@ def run(args) -> dict:
     # 2. The bare step on one fixed batch.
     step = jax.jit(family.make_train_step(None), donate_argnums=0)
     state, batch, rng = family.init_state(jax.random.key(0)), data.batch(0), jax.random.key(1)
-    for _ in range(3):
-        state, metrics = step(state, batch, rng)
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    for _ in range(args.bare_steps):
-        state, metrics = step(state, batch, rng)
-    jax.block_until_ready((state, metrics))
-    bare_rate = args.bare_steps / (time.perf_counter() - t0)
+    *_, seconds = time_steps(step, state, batch, rng, warmup=3, steps=args.bare_steps)
+    bare_rate = args.bare_steps / seconds
 
     return {
         "experiment": args.experiment,

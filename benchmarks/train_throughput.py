@@ -89,6 +89,20 @@ def build_vae(batch: int, log_norms: bool, conv: str):
     return state, step, {"image": x}
 
 
+def time_steps(step, state, batch, rng, warmup: int, steps: int):
+    """Runs `warmup` untimed then `steps` timed calls of `step`; (state, metrics, seconds)."""
+    import jax
+
+    for _ in range(warmup):
+        state, _ = step(state, batch, rng)
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+    return state, metrics, time.perf_counter() - t0
+
+
 def run(args) -> dict:
     """Build, compile, warm up and time; returns the JSON record."""
     import jax
@@ -111,14 +125,7 @@ def run(args) -> dict:
     step = jax.jit(train_step, donate_argnums=0).lower(state, batch, rng).compile()
     compile_s = time.perf_counter() - t0
 
-    for _ in range(args.warmup):
-        state, _ = step(state, batch, rng)
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = step(state, batch, rng)
-    jax.block_until_ready((state, metrics))
-    seconds = time.perf_counter() - t0
+    state, metrics, seconds = time_steps(step, state, batch, rng, args.warmup, args.steps)
 
     finite = all(bool(jax.numpy.isfinite(v).all()) for v in jax.tree.leaves(metrics))
     return {

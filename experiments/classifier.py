@@ -24,6 +24,8 @@ import pathlib
 
 import ml_collections
 
+from experiments import presets
+
 log = logging.getLogger("genimg")
 
 
@@ -76,11 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.convs_per_stage = 1
         config.model.feature_dim = 16
         config.optim.warmup_steps = 1
-        config.train.steps = 4
-        config.train.batch_size = 8
-        config.train.log_every = 2
-        config.train.checkpoint_every = 2
-        config.train.progress = False
+        presets.tiny_train(config)
+        config.train.sample_every = config.train.num_samples = 0  # still nothing to sample
         config.eval.batch_size = 64
     elif arg:
         raise ValueError(f"unknown preset '{arg}' for classifier; expected 'tiny' or none")
