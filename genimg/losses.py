@@ -190,11 +190,15 @@ def diag_gaussian_log_density(z: Array, mean: Array | float = 0.0, logvar: Array
     )
 
 
-def reparameterize(rng: Array, mean: Array, logvar: Array, num_samples: int | None = None):
-    """``z = mean + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``; ``[k, *mean.shape]`` if k."""
-    shape = mean.shape if num_samples is None else (num_samples, *mean.shape)
-    eps = jax.random.normal(rng, shape, mean.dtype)
+def reparameterize(mean: Array, logvar: Array, eps: Array) -> Array:
+    """The reparameterisation trick: ``z = mean + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``."""
     return mean + jnp.exp(0.5 * logvar) * eps
+
+
+def sample_gaussian(rng: Array, mean: Array, logvar: Array, num_samples: int | None = None):
+    """`reparameterize` with fresh noise: ``[*mean.shape]``, or ``[k, *mean.shape]`` for k."""
+    shape = mean.shape if num_samples is None else (num_samples, *mean.shape)
+    return reparameterize(mean, logvar, jax.random.normal(rng, shape, mean.dtype))
 
 
 def kl_weight(step: Array | int, beta: float = 1.0, warmup_steps: int = 0) -> Array:

@@ -1,53 +1,50 @@
-"""Draw samples from a trained run's latest checkpoint (EMA weights when the run has them).
+"""Draw samples from a trained run (its latest checkpoint; EMA weights when it has them).
 
-    python -m genimg.sample --workdir=W --num=N --out=FILE.npz [--png=DIR] [--seed=0]
+    python -m genimg.sample --workdir=runs/dcgan --num_samples=10000 --out=runs/dcgan/samples.npz
+    python -m genimg.sample --workdir=runs/cvae --labels=3,7 --num_samples=16 --out=s.npz --png=s/
 
-Writes ``images`` (uint8 NHWC) -- and ``labels`` for conditional models -- to FILE.npz, the
-format ``genimg.evaluate --fake=npz:FILE`` reads; ``--png`` also writes one PNG per image.
+Writes ``images`` (uint8 NHWC) -- and ``labels`` for conditional runs -- to the .npz file,
+the format ``python -m genimg.evaluate --fake=npz:FILE`` reads; ``--png`` also writes one
+PNG per image and ``grid.png`` into that folder.
 """
 
 from __future__ import annotations
 
+import math
 import pathlib
-import sys
 
-from genimg import platform
-
-platform.configure_cpu_defaults()
-
-from absl import app, flags  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from genimg.synthesis import generate, write_npz  # noqa: E402
-from genimg.train.checkpoint import restore_run  # noqa: E402
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's folder.", required=True)
-_NUM = flags.DEFINE_integer("num", 64, "Number of samples.")
-_OUT = flags.DEFINE_string("out", None, "Output .npz file.", required=True)
-_PNG = flags.DEFINE_string("png", None, "Optional folder for one PNG per sample.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_BATCH = flags.DEFINE_integer("batch_size", 256, "Samples per device call.")
+from genimg import cli
+from genimg import images as images_lib
+from genimg.synthesis import generate
+from genimg.train.checkpoint import restore_run
 
 
-def main(argv):
-    del argv
-    if not _OUT.value.endswith(".npz"):
-        sys.exit(f"error: --out must end in .npz, got {_OUT.value}")
-    try:
-        _, family, state, _ = restore_run(_WORKDIR.value)
-        images = generate(family, state, _NUM.value, _SEED.value, _BATCH.value)
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
-    write_npz(_OUT.value, images)
-    if _PNG.value:
-        folder = pathlib.Path(_PNG.value)
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(images):
-            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
-                folder / f"{i:06d}.png"
-            )
-    print(f"wrote {len(images)} samples {images.shape[1:]} to {_OUT.value}")
+def define_flags() -> None:
+    cli.workdir_flag()
+    cli.num_samples_flag(64)
+    cli.define_string("out", None, "Output .npz file.", required=True)
+    cli.define_string("png", None, "Optional folder for one PNG per sample and a grid.")
+    cli.seed_flag(0, "Sampling seed.")
+    cli.batch_size_flag(256, "Samples per device call.")
+    cli.labels_flag()
+
+
+def main(args) -> None:
+    if not args.out.endswith(".npz"):
+        cli.fail(f"--out must end in .npz, got {args.out}")
+    _, family, state, _ = restore_run(args.workdir)
+    num_classes = family.num_classes if family.conditional else None
+    labels = cli.parse_labels(args.labels, args.num_samples, num_classes)
+    images, labels = generate(family, state, args.num_samples, args.seed, args.batch_size, labels)
+    images_lib.write_npz(args.out, images, labels)
+    if args.png:
+        folder = pathlib.Path(args.png)
+        images_lib.save_pngs(folder, images)
+        grid = images_lib.make_grid(images / 255.0, ncols=math.ceil(math.sqrt(len(images))))
+        images_lib.save_png(folder / "grid.png", grid)
+    what = "" if labels is None else f" with labels {sorted(set(labels.tolist()))}"
+    print(f"wrote {len(images)} samples {images.shape[1:]}{what} to {args.out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, __doc__, define_flags)

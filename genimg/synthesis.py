@@ -1,70 +1,83 @@
-"""Turning model outputs into pictures: image grids and PNG files."""
+"""Synthesis on any family, through the capabilities of its `Family` record: drawing samples
+(optionally for chosen classes) and walking a latent space.
+
+Everything here takes ``(family, state, ...)`` and works for every family that has the
+pieces it needs (``sample``, or ``encode`` and ``decode``); it never names a family.
+"""
 
 from __future__ import annotations
 
-import functools
-import math
-import os
-import pathlib
-
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
-from PIL import Image
+
+from genimg import images as images_lib
+from genimg.errors import UserError
+from genimg.train.family import Family
 
 
-def make_grid(images, ncols: int | None = None, pad: int = 2, pad_value: float = 1.0):
-    """Tile float images ``[N, H, W, C]`` in [0, 1] into one uint8 picture ``[h, w, C]``."""
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4:
-        raise ValueError(f"make_grid expects images [N, H, W, C], got shape {images.shape}")
-    n, h, w, c = images.shape
-    ncols = ncols or math.ceil(math.sqrt(n))
-    nrows = math.ceil(n / ncols)
-    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, np.float32)
-    for i, image in enumerate(images):
-        r, q = divmod(i, ncols)
-        y, x = pad + r * (h + pad), pad + q * (w + pad)
-        grid[y : y + h, x : x + w] = image
-    return np.round(np.clip(grid, 0.0, 1.0) * 255.0).astype(np.uint8)
+def _jitted_sampler(family: Family):
+    """``jax.jit(family.sample)`` with ``num`` static, cached on the family record."""
+    fn = getattr(family, "_jitted_sample", None)
+    if fn is None:
+        fn = jax.jit(family.sample, static_argnums=2)
+        object.__setattr__(family, "_jitted_sample", fn)  # the record is frozen; a cache
+    return fn
 
 
-def save_png(path, picture: np.ndarray) -> None:
-    """Write a uint8 ``[h, w, C]`` picture atomically (a reader never sees half a file)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = picture[..., 0] if picture.shape[-1] == 1 else picture
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, path)
+def generate(
+    family: Family,
+    state,
+    num: int,
+    seed: int = 0,
+    batch_size: int = 256,
+    labels=None,
+    progress: bool = True,
+):
+    """``(images uint8 [num, H, W, C], labels int32 [num] or None)``.
 
-
-@functools.lru_cache(maxsize=16)
-def jitted_sampler(family):
-    """``jax.jit(family.sample)`` (``num`` static), built once per family so repeated calls
-    (sample grids, periodic evaluation) reuse one compilation."""
-    return jax.jit(family.sample, static_argnums=2)
-
-
-def generate(family, state, num: int, seed: int = 0, batch_size: int = 256) -> np.ndarray:
-    """``num`` uint8 NHWC samples, drawn in fixed-size batches (one compile) with a bar."""
+    Drawn in fixed-size batches (one compilation) from ``fold_in(key(seed), start)``.
+    ``labels`` (conditional families only) asks for those classes, one per sample; without
+    them a conditional family draws balanced classes per batch.
+    """
     if family.sample is None:
-        raise ValueError(f"model family '{family.name}' cannot sample")
-    sample = jitted_sampler(family)
+        raise UserError(f"family '{family.name}' cannot sample")
+    if num < 1:
+        raise UserError(f"the number of samples must be >= 1, got {num}")
+    labels = family.check_labels(labels, num)
+    sample = _jitted_sampler(family)
     rng = jax.random.key(seed)
-    chunks = []
-    for i in tqdm.trange(0, num, batch_size, desc="sampling", unit="batch"):
-        images = sample(state, jax.random.fold_in(rng, i), batch_size)
-        chunks.append(np.asarray(jax.device_get(images))[: num - i])
-    images = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
-    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+    images, drawn = [], []
+    for start in tqdm.trange(
+        0, num, batch_size, desc="sampling", unit="batch", disable=not progress
+    ):
+        chunk = None
+        if labels is not None:
+            chunk = labels[start : start + batch_size]
+            chunk = jnp.asarray(np.resize(chunk, batch_size))  # pad by repetition
+        x, y = sample(state, jax.random.fold_in(rng, start), batch_size, chunk)
+        keep = min(batch_size, num - start)
+        images.append(np.asarray(jax.device_get(x))[:keep])
+        if y is not None:
+            drawn.append(np.asarray(jax.device_get(y), np.int32)[:keep])
+    out_labels = np.concatenate(drawn) if drawn else None
+    return images_lib.to_uint8(np.concatenate(images)), out_labels
 
 
-def write_npz(path, images: np.ndarray, labels: np.ndarray | None = None) -> None:
-    """Atomically write ``images`` (+ ``labels``) to ``path``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+def latent_traversal(
+    family: Family, state, x, labels=None, num_dims: int = 10, num_steps: int = 11, span=3.0
+):
+    """Images ``[D * S, H, W, C]``: row ``d`` sweeps latent dimension ``d`` over
+    ``linspace(-span, span, S)`` around the code of ``x[:1]``, the other dimensions fixed."""
+    if family.encode is None or family.decode is None:
+        raise UserError(f"family '{family.name}' has no encoder and decoder to traverse")
+    labels = None if labels is None else jnp.asarray(labels)[:1]
+    code = family.encode(state, x[:1], labels)  # [1, L]
+    dims = min(num_dims, code.shape[-1])
+    values = jnp.linspace(-span, span, num_steps)
+    z = jnp.tile(code, (dims * num_steps, 1))  # [D * S, L]
+    rows = jnp.repeat(jnp.arange(dims), num_steps)
+    z = z.at[jnp.arange(dims * num_steps), rows].set(jnp.tile(values, dims))
+    tiled = None if labels is None else jnp.repeat(labels, dims * num_steps)
+    return family.decode(state, z, tiled)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genimg.data.sources import DataError
+
 SCALES = ("-1_1", "0_1")
 
 
@@ -64,12 +66,12 @@ class TrainData:
             raise ValueError(f"unknown pixel scale '{scale}'; expected one of {', '.join(SCALES)}")
         n = images.shape[0]
         if global_batch > n:
-            raise ValueError(
+            raise DataError(
                 f"batch size {global_batch} is larger than the dataset ({n} images); "
                 "lower train.batch_size"
             )
         if global_batch % n_devices:
-            raise ValueError(
+            raise DataError(
                 f"batch size {global_batch} is not divisible by the {n_devices} devices; "
                 "set train.batch_size to a multiple of the device count"
             )

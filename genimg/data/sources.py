@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from genimg.data import download
+from genimg.errors import UserError
 
 SOURCES_HELP = (
     "tfds:NAME[:SPLIT], idx:DIR, folder:DIR, npz:FILE, digits, mnist, fashion_mnist, cifar10, "
@@ -71,7 +72,7 @@ _SHORT_NAMES = ("mnist", "fashion_mnist", "kmnist", "cifar10")
 _DIGITS_NUM_TRAIN = 1438  # 80% of sklearn's 1797 digits, rounded up.
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data problem the user can fix; the message is one line naming the problem and fix."""
 
 

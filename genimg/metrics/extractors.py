@@ -21,7 +21,6 @@ parses the command-line spec.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 from collections.abc import Callable
 from typing import NamedTuple
@@ -32,10 +31,12 @@ import numpy as np
 import tqdm
 
 from genimg.data.sources import resize_images
+from genimg.errors import UserError
 from genimg.metrics import inception_weights, preprocess
 from genimg.metrics.feature_stats import FeatureStats
 from genimg.metrics.refstats import array_tree_checksum
 from genimg.models.inception import INPUT_SIZE, NUM_CLASSES, POOL_DIM, FIDInceptionV3
+from genimg.train import checkpoint
 
 # Bump when extraction changes what it computes for the same weights and images: it is part
 # of the reference-statistics cache key.
@@ -232,31 +233,36 @@ def conform_images(images: np.ndarray, image_shape) -> np.ndarray:
 def domain_extractor(classifier_workdir) -> Extractor:
     """Penultimate features and class logits of a trained classifier run.
 
-    ``classifier_workdir`` is a run of ``experiments/classifier.py``. Images of another size or
-    channel count are converted to what the classifier saw in training (`conform_images`).
+    ``classifier_workdir`` is a run of ``experiments/classifier.py`` (any run whose family has
+    ``classify``). Images of another size or channel count are converted to what the
+    classifier saw in training (`conform_images`).
     """
-    from genimg.train import classifier  # noqa: PLC0415 (metrics import training lazily)
-
     workdir = pathlib.Path(classifier_workdir)
-    state, info = classifier.load_state(workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"domain extractor: {workdir} is not a classifier run; train one with "
+            f"python -m experiments.classifier --workdir={workdir} "
+            "--config=experiments/classifier.py:fast (about 2 minutes on a CPU)"
+        )
+    _, family, state, info = checkpoint.restore_run(workdir)
+    if family.classify is None:
+        raise UserError(f"{workdir} is a '{family.name}' run, not a classifier run")
     image_shape = tuple(info["image_shape"])
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    apply = functools.partial(state.apply_fn, train=False)
 
     @jax.jit
-    def net(variables, images_uint8):
-        return apply(variables, images_uint8.astype(jnp.float32) / 255.0)
+    def net(state, images_uint8):
+        return family.classify(state, images_uint8.astype(jnp.float32) / 255.0)
 
     def batch_fn(images):
-        return jax.device_get(net(variables, conform_images(images, image_shape)))
+        return jax.device_get(net(state, conform_images(images, image_shape)))
 
     features, logits = jax.eval_shape(
-        net, variables, jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)
+        net, state, jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)
     )
     h, w, c = image_shape
     return Extractor(
         name=f"domain_classifier/penultimate{features.shape[-1]}",
-        weights_hash=array_tree_checksum(jax.device_get(variables)),
+        weights_hash=array_tree_checksum(jax.tree.leaves(jax.device_get(state))),
         preprocessing=f"domain_pil_bilinear_{h}x{w}x{c}_unit",
         feature_dim=features.shape[-1],
         num_logits=logits.shape[-1],

@@ -197,7 +197,10 @@ def download_weights(dest: str | os.PathLike) -> Path:
 def _missing_message() -> str:
     return (
         f"FID Inception weights not found: download {WEIGHTS_URL} and set ${ENV_WEIGHTS} to its "
-        f"path (or put it in {cache_dir()}), or call load_inception_params(download=True)."
+        f"path (or put it in {cache_dir()}; python -m tools.convert_inception_weights "
+        "--download does both when online); offline, use --extractor=domain:runs/classifier "
+        "after python -m experiments.classifier --workdir=runs/classifier "
+        "--config=experiments/classifier.py:fast (about 2 minutes on a CPU)"
     )
 
 

@@ -55,7 +55,7 @@ def log_importance_weights(
     mean, logvar = encode_fn(x, *extra)  # [B, L] each
 
     def chunk_log_weights(j):
-        z = losses.reparameterize(jax.random.fold_in(rng, j), mean, logvar, chunk)  # [c, B, L]
+        z = losses.sample_gaussian(jax.random.fold_in(rng, j), mean, logvar, chunk)  # [c, B, L]
         log_prior = losses.diag_gaussian_log_density(z)
         log_q = losses.diag_gaussian_log_density(z, mean, logvar)
         return log_lik_fn(z, x, *extra) + log_prior - log_q  # [c, B]

@@ -4,7 +4,7 @@ The encoder outputs ``[B, 2 * latent_dim]``, split into the mean and log-varianc
 Gaussian ``q(z | x)``; the decoder maps ``z`` to the raw parameters of ``p(x | z)`` (see
 ``genimg.losses.log_likelihood``: the likelihood is a config choice, only the number of
 output channels changes). The trunks come from ``genimg.models.autoencoder``; at 28x28x1 with
-``latent_dim=16`` the conv VAE is exactly the benchmark's "convvae" (torch_peer.py spec 3).
+``latent_dim=16`` the conv VAE is exactly the benchmark's "convvae" (``benchmarks/torch_peer.py``).
 
 For a conditional VAE (``num_classes > 0``) the label is one-hot encoded (or embedded when
 ``label_embed_dim > 0``) and joined to the encoder's flattened features and to ``z``.
@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genimg import losses
 from genimg.models.autoencoder import make_trunks
 
 Array = jax.Array
@@ -63,8 +64,7 @@ class VAE(nn.Module):
     def __call__(self, x, rng, labels=None, train: bool = False):
         """One reparameterised pass: (decoder output, mean, logvar)."""
         mean, logvar = self.encode(x, labels, train=train)
-        eps = jax.random.normal(rng, mean.shape, mean.dtype)
-        z = mean + jnp.exp(0.5 * logvar) * eps
+        z = losses.sample_gaussian(rng, mean, logvar)
         return self.decode(z, labels, train=train), mean, logvar
 
 

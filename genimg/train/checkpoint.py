@@ -9,8 +9,13 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from genimg.errors import UserError
+from genimg.train.family import Family, load_builder
+
 CONFIG_FILE = "config.json"
 RUN_INFO_FILE = "run_info.json"
+# The key of config.json under which the loop records where the run's family is defined.
+FAMILY_LOCATION_KEY = "family_location"
 
 
 def checkpoint_manager(workdir, max_to_keep: int = 3) -> ocp.CheckpointManager:
@@ -31,8 +36,9 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
     return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
 
-def load_run_config(workdir) -> tuple[ml_collections.ConfigDict, dict]:
-    """(config, run_info) written by the training loop into ``workdir``."""
+def load_run_config(workdir) -> tuple[ml_collections.ConfigDict, dict, dict]:
+    """``(config, run_info, family_location)`` written by the training loop into ``workdir``;
+    the config is locked, as in training."""
     workdir = pathlib.Path(workdir)
     paths = [workdir / CONFIG_FILE, workdir / RUN_INFO_FILE]
     for path in paths:
@@ -41,23 +47,32 @@ def load_run_config(workdir) -> tuple[ml_collections.ConfigDict, dict]:
                 f"{path} not found: --workdir must be a training run's folder "
                 "(made by python -m experiments.<name> --workdir=...)"
             )
-    config = ml_collections.ConfigDict(json.loads(paths[0].read_text()))
-    return config, json.loads(paths[1].read_text())
+    record = json.loads(paths[0].read_text())
+    location = record.pop(FAMILY_LOCATION_KEY, None)
+    if location is None:
+        raise UserError(
+            f"{paths[0]} does not say where the run's family is defined; it was written by an "
+            "older genimg: retrain the run with this version"
+        )
+    config = ml_collections.ConfigDict(record)
+    config.lock()
+    return config, json.loads(paths[1].read_text()), location
 
 
 def restore_run(workdir, step: int | None = None):
     """Rebuild a run from its workdir: ``(config, family, state, run_info)`` at ``step``
     (default: the latest checkpoint)."""
-    from genimg.train import build_family  # deferred: genimg.train imports families lazily
-
-    config, info = load_run_config(workdir)
-    family = build_family(config, tuple(info["image_shape"]), info.get("num_classes"))
+    config, info, location = load_run_config(workdir)
+    build = load_builder(location)
+    family: Family = build(config, tuple(info["image_shape"]), info.get("num_classes"))
     manager = checkpoint_manager(workdir)
-    if manager.latest_step() is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {pathlib.Path(workdir) / 'checkpoints'}: train the run first"
-        )
-    abstract = jax.eval_shape(family.init_state, jax.random.key(0))
-    state = restore(manager, abstract, step)
-    manager.close()
+    try:
+        if manager.latest_step() is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {pathlib.Path(workdir) / 'checkpoints'}: train the run first"
+            )
+        abstract = jax.eval_shape(family.init_state, jax.random.key(0))
+        state = restore(manager, abstract, step)
+    finally:
+        manager.close()
     return config, family, state, info

@@ -1,36 +1,43 @@
-"""Pieces every model family shares: the Family record, device helpers, norms, EMA."""
+"""Pieces every family's train step shares: device helpers, the gradient update, norms, EMA."""
 
 from __future__ import annotations
-
-import dataclasses
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.training import train_state
 
-# (state, batch, rng) -> (state, metrics)
-TrainStep = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
+from genimg.train.family import TrainStep
 
 
-@dataclasses.dataclass(frozen=True)
-class Family:
-    """What a model family plugs into the shared loop, sampler and evaluator.
+class State(train_state.TrainState):
+    """step, params, opt_state (+ static apply_fn, tx): the state of one-network families."""
 
-    Built by ``genimg.train.<family>.build(config, image_shape, num_classes)``.
-    """
 
-    name: str
-    data_scale: str  # "-1_1" or "0_1": how the data pipeline scales pixels for this model
-    init_state: Callable[[jax.Array], Any]  # rng -> unreplicated state with a ``.step``
-    make_train_step: Callable[[str | None], TrainStep]  # axis_name -> pure train step
-    # (state, rng, n) -> float images [n, H, W, C] in [0, 1] (EMA weights when present).
-    sample: Callable[[Any, jax.Array, int], jax.Array] | None = None
-    # (state, images in data scale) -> reconstructions in [0, 1], for autoencoders.
-    reconstruct: Callable[[Any, jax.Array], jax.Array] | None = None
-    batch_multiplier: int = 1  # images per example slot, e.g. n_critic real batches per step
+def create_state(model, tx: optax.GradientTransformation, rng: jax.Array, *init_args) -> State:
+    """Initialise ``model`` on ``init_args`` (a batch of one) and its optimizer."""
+    params = model.init(rng, *init_args)["params"]
+    return State.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+def optimizer_step(params, opt_state, grads, tx: optax.GradientTransformation, axis_name):
+    """Average ``grads`` over devices, then one ``tx`` update: ``(params, opt_state, grads)``
+    with the averaged gradients (for the norms)."""
+    grads = maybe_pmean(grads, axis_name)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, grads
+
+
+def apply_gradients(state, grads, axis_name, *, log_norms: bool, **replace):
+    """`optimizer_step` on a ``TrainState``: ``(new_state, norm metrics)``; the norms are of
+    the averaged gradients and the parameters before the update. ``replace`` sets other
+    fields of the new state (e.g. ``batch_stats``)."""
+    params, opt_state, grads = optimizer_step(
+        state.params, state.opt_state, grads, state.tx, axis_name
+    )
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, **replace)
+    return new_state, norms("", grads, state.params, log_norms)
 
 
 def to_unit_range(images: jax.Array, scale: str) -> jax.Array:
@@ -45,6 +52,20 @@ def to_unit_range(images: jax.Array, scale: str) -> jax.Array:
 def maybe_pmean(tree, axis_name: str | None):
     """``lax.pmean`` over ``axis_name``, or the identity on one device."""
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def global_batch_op(fn, rng, x, axis_name: str | None):
+    """``fn(rng, x)`` applied to the whole global batch; returns this device's slice.
+
+    Random per-example ops (binarisation, corruptions) then draw exactly the noise one device
+    draws for the same global batch, so N devices reproduce a 1-device run.
+    """
+    if axis_name is None:
+        return fn(rng, x)
+    full = jax.lax.all_gather(x, axis_name, tiled=True)  # [n * b, ...]
+    out = fn(rng, full)
+    start = jax.lax.axis_index(axis_name) * x.shape[0]
+    return jax.lax.dynamic_slice_in_dim(out, start, x.shape[0])
 
 
 def device_rng(rng: jax.Array, axis_name: str | None) -> jax.Array:

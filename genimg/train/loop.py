@@ -9,9 +9,8 @@ pure train step -- ``jax.jit`` on one device, ``jax.pmap`` over several -- and a
 - a tqdm progress bar, ``workdir/metrics.jsonl`` and TensorBoard events in ``workdir/tb``;
 - a PNG sample grid (fixed noise, EMA weights) every ``train.sample_every`` steps in
   ``workdir/samples``;
-- optionally, FID/KID/P-R of ``train.eval_num`` samples against the test split every
-  ``train.eval_every`` steps (``train.eval_extractor``: ``inception`` or ``domain:W``), logged
-  as ``eval/*`` scalars;
+- callbacks the experiment passes (``Callback(every, fn)``), e.g. periodic sample-quality
+  evaluation (``genimg.metrics.periodic``): the numbers they return are logged at that step;
 - periodic and final checkpoints; a non-finite metric stops the run with a ``TrainingError``
   naming the quantity and the step, before anything is saved from the bad state.
 
@@ -21,33 +20,62 @@ steps queue up on the device in between.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import pathlib
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-from genimg import synthesis
-from genimg.data import TrainData
+from genimg import data as data_lib
+from genimg import images as images_lib
+from genimg.errors import UserError
 from genimg.train import checkpoint as ckpt
-from genimg.train.common import Family, compile_step, replicate, unreplicate
+from genimg.train.common import compile_step, replicate, unreplicate
+from genimg.train.family import Family, build_family, family_location
 
 AXIS = "batch"
 log = logging.getLogger("genimg")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A run cannot continue (non-finite values, bad settings); the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+    """What a callback sees: the step just finished and the run around it."""
+
+    step: int
+    state: Any  # the host (unreplicated) state after ``step`` steps
+    family: Family
+    workdir: pathlib.Path
+    config: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Callback:
+    """``fn(ctx) -> dict of scalars or None``, called after every ``every``-th step (and after
+    the last step when ``at_end``); the scalars are logged at that step."""
+
+    every: int
+    fn: Callable[[StepContext], dict | None]
+    at_end: bool = False
+
+    def due(self, step: int, last: bool) -> bool:
+        return bool(self.every) and (step % self.every == 0 or (last and self.at_end))
 
 
 def num_devices(config) -> int:
     """``train.num_devices`` (0 = every local device)."""
-    n = config.train.get("num_devices", 0) or jax.local_device_count()
+    n = config.train.num_devices or jax.local_device_count()
     if n > jax.local_device_count():
         raise TrainingError(
             f"train.num_devices={n} but only {jax.local_device_count()} devices are visible"
@@ -56,9 +84,12 @@ def num_devices(config) -> int:
 
 
 def write_run_files(workdir: pathlib.Path, config, run_info: dict) -> None:
-    """The resolved config and what the data gave (shape, classes) next to the outputs."""
+    """The resolved config (plus where its family lives, ``family_location``) and what the
+    data gave (shape, classes) next to the outputs."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / ckpt.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2) + "\n")
+    record = json.loads(config.to_json_best_effort())
+    record[ckpt.FAMILY_LOCATION_KEY] = family_location(config.family)
+    (workdir / ckpt.CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
     (workdir / ckpt.RUN_INFO_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
 
 
@@ -99,7 +130,14 @@ class _Writers:
         self.tb.close()
 
 
-def train(config, workdir, family: Family, data: TrainData, run_info: dict | None = None):
+def train(
+    config,
+    workdir,
+    family: Family,
+    data: data_lib.TrainData,
+    run_info: dict | None = None,
+    callbacks: Sequence[Callback] = (),
+):
     """Train ``family`` on ``data`` for ``config.train.steps`` steps; returns the final state."""
     workdir = pathlib.Path(workdir)
     tc = config.train
@@ -108,7 +146,7 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
     write_run_files(workdir, config, run_info)
 
     init_rng, step_rng, sample_rng = jax.random.split(jax.random.key(tc.seed), 3)
-    manager = ckpt.checkpoint_manager(workdir, tc.get("keep_checkpoints", 3))
+    manager = ckpt.checkpoint_manager(workdir, tc.keep_checkpoints)
     state = jax.jit(family.init_state)(init_rng)  # one compile, not one per init op
     start = manager.latest_step() or 0
     if start:
@@ -121,8 +159,8 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
         state = replicate(state, jax.local_devices()[:n_dev])
     host_state = unreplicate if n_dev > 1 else (lambda s: s)
     sample_fn = None
-    if family.sample is not None:
-        sample_fn = synthesis.jitted_sampler(family)
+    if family.sample is not None and tc.sample_every:
+        sample_fn = jax.jit(family.sample, static_argnums=2)
 
     writers = _Writers(workdir)
     pending: list[tuple[int, dict]] = []
@@ -133,7 +171,7 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
         initial=start,
         desc=workdir.name,
         dynamic_ncols=True,
-        disable=not tc.get("progress", True),
+        disable=not tc.progress,
         unit="step",
     )
 
@@ -164,29 +202,20 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
         return metrics
 
     def save_samples(step: int) -> None:
-        if sample_fn is None:
-            return
-        images = jax.device_get(sample_fn(host_state(state), sample_rng, tc.num_samples))
-        picture = synthesis.make_grid(images)
-        synthesis.save_png(workdir / "samples" / f"step_{step:07d}.png", picture)
+        images, _ = jax.device_get(sample_fn(host_state(state), sample_rng, tc.num_samples))
+        picture = images_lib.make_grid(images)
+        images_lib.save_png(workdir / "samples" / f"step_{step:07d}.png", picture)
         writers.image(step, picture)
 
-    def evaluate(step: int) -> None:
-        """Sample-quality metrics of the current samples vs the test split (train.eval_*)."""
-        from genimg.metrics.sample_quality import sample_quality  # noqa: PLC0415
-
-        fakes = synthesis.generate(family, host_state(state), tc.eval_num, tc.seed)
-        results = sample_quality(
-            fakes,
-            config.data.source,
-            "test",
-            tc.eval_extractor,
-            tc.eval_metrics.split(","),
-            progress=False,
-        )
-        numbers = {f"eval/{k}": v for k, v in results.items() if isinstance(v, float)}
-        writers.scalars(step, numbers)
-        log.info("step %d: %s", step, numbers)
+    def run_callbacks(step: int, last: bool) -> None:
+        due = [cb for cb in callbacks if cb.due(step, last)]
+        if not due:
+            return
+        ctx = StepContext(step, host_state(state), family, workdir, config)
+        for cb in due:
+            numbers = cb.fn(ctx)
+            if numbers:
+                writers.scalars(step, numbers)
 
     try:
         for step in range(start, tc.steps):
@@ -203,10 +232,9 @@ def train(config, workdir, family: Family, data: TrainData, run_info: dict | Non
             if save_now:
                 ckpt.save(manager, done, host_state(state))
                 last_saved = done
-            if tc.sample_every and (done % tc.sample_every == 0 or is_last):
+            if sample_fn is not None and (done % tc.sample_every == 0 or is_last):
                 save_samples(done)
-            if tc.get("eval_every") and family.sample is not None and done % tc.eval_every == 0:
-                evaluate(done)
+            run_callbacks(done, is_last)
         manager.wait_until_finished()
     finally:
         bar.close()
@@ -219,14 +247,11 @@ def _bar_keys(metrics: dict) -> list[str]:
     return [k for k in metrics if k.endswith("loss") or k == "loss"][:4]
 
 
-def train_from_config(config, workdir):
-    """Load ``config.data``, build ``config.model.family`` and run the loop: what every
-    experiment's ``main`` does. Returns the final (unreplicated) state."""
-    from genimg import data as data_lib  # noqa: PLC0415 (keeps `import genimg.train` light)
-    from genimg.train import build_family  # noqa: PLC0415
-
+def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
+    """Load ``config.data``, build ``config.family`` and run the loop: what every experiment's
+    ``main`` does. Returns the final (unreplicated) state."""
     dc, tc = config.data, config.train
-    loaded = data_lib.load(dc.source, dc.get("split", "train"), dc.get("image_size") or None)
+    loaded = data_lib.load(dc.source, dc.split, dc.image_size or None)
     log.info("data: %s", loaded.description)
     family = build_family(config, loaded.images.shape[1:], loaded.num_classes)
     data = data_lib.TrainData(
@@ -238,4 +263,4 @@ def train_from_config(config, workdir):
         scale=family.data_scale,
     )
     info = {"data": loaded.description, "num_classes": loaded.num_classes}
-    return train(config, workdir, family, data, run_info=info)
+    return train(config, workdir, family, data, run_info=info, callbacks=callbacks)

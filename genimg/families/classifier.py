@@ -1,15 +1,16 @@
-"""Classifier training (family "classifier"): state, the pure train step, the builder, accuracy.
+"""The classifier family ("classifier"): state, the pure train step, config blocks, builder.
 
 One step: optional light augmentation (random horizontal flip, random 2-pixel-padded crop),
 then one AdamW step on the softmax cross-entropy of integer labels (no label smoothing).
 Weight decay is decoupled (``optax.adamw``) and applied to conv/dense kernels only, not to
-biases or batch-norm scales. The trained network's penultimate features are the "domain"
-feature extractor of ``genimg.metrics.extractors.domain_extractor``.
+biases or batch-norm scales. The trained network's penultimate features (``Family.classify``)
+are the "domain" feature extractor of ``genimg.metrics.extractors.domain_extractor``.
+
+Evaluation group: ``accuracy`` (top-1 on the test images).
 """
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import jax
@@ -17,17 +18,47 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax.training import train_state
 
-from genimg.data import scale_images
+from genimg.errors import UserError
 from genimg.models.classifier import ConvClassifier
-from genimg.train.common import Family, device_rng, maybe_pmean, norms
+from genimg.train import family as family_lib
+from genimg.train.common import State as ParamsState
+from genimg.train.common import apply_gradients, device_rng, maybe_pmean
 
 AUGMENTS = ("none", "flip", "flip_crop")
 CROP_PAD = 2  # pixels of zero padding before a random crop back to the original size
 
 
-class State(train_state.TrainState):
+# --- config ---------------------------------------------------------------------------------
+
+
+def model_config() -> ml_collections.ConfigDict:
+    """The ``model`` block."""
+    m = ml_collections.ConfigDict()
+    m.widths = (32, 64)  # channels per stage, each stage ends in a 2x2 max pool
+    m.convs_per_stage = 2
+    m.feature_dim = 256  # penultimate width = the domain feature dimension
+    m.dropout = 0.3
+    m.norm = "batch"  # "batch" | "none"
+    return m
+
+
+def optim_config() -> ml_collections.ConfigDict:
+    """The ``optim`` block: AdamW with warm-up and cosine decay."""
+    o = ml_collections.ConfigDict()
+    o.lr = 2e-3
+    o.schedule = "cosine"  # linear warm-up then cosine decay to 0; or "constant"
+    o.warmup_steps = 200
+    o.b1 = 0.9
+    o.b2 = 0.999
+    o.weight_decay = 0.05  # decoupled (AdamW), kernels only
+    return o
+
+
+# --- state and step -------------------------------------------------------------------------
+
+
+class State(ParamsState):
     """step, params, opt_state, batch-norm statistics (+ static apply_fn, tx)."""
 
     batch_stats: Any
@@ -117,7 +148,7 @@ def make_classifier_train_step(
 
     def train_step(state: State, batch: dict, rng: jax.Array):
         rng = device_rng(jax.random.fold_in(rng, state.step), axis_name)
-        aug_rng, drop_rng = jax.random.split(rng)
+        aug_rng, dropout_rng = jax.random.split(rng)
         images = augment(aug_rng, batch["image"], augment_mode)
         labels = batch["label"]
 
@@ -126,7 +157,7 @@ def make_classifier_train_step(
                 {"params": params, "batch_stats": state.batch_stats},
                 images,
                 train=True,
-                rngs={"dropout": drop_rng},
+                rngs={"dropout": dropout_rng},
                 mutable=["batch_stats"],
             )
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -135,29 +166,63 @@ def make_classifier_train_step(
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        grads = maybe_pmean(grads, axis_name)
-        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        new_state, norm_metrics = apply_gradients(
+            state, grads, axis_name, log_norms=log_norms, batch_stats=batch_stats
+        )
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-            **norms("", grads, state.params, log_norms),
+            **norm_metrics,
         }
         return new_state, maybe_pmean(metrics, axis_name)
 
     return train_step
 
 
-def build(
-    config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int | None
-) -> Family:
-    """The "classifier" family for ``config.model``; see ``experiments/classifier.py``."""
-    if not num_classes:
+# --- inference and evaluation ---------------------------------------------------------------
+
+
+def predict(family, state, images: np.ndarray, batch_size: int = 500):
+    """``(features [N, D], logits [N, K])`` float32 numpy arrays of uint8 images [N, H, W, C].
+
+    The last batch is padded to ``batch_size``, so the network compiles once.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(
-            "model.family='classifier' needs labelled data; this data source has no labels"
+            f"predict expects uint8 images [N, H, W, C], got {images.dtype} {images.shape}"
         )
-    image_shape = tuple(image_shape)
+    classify = jax.jit(lambda s, x: family.classify(s, x.astype(jnp.float32) / 255.0))
+    feats, logits = [], []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        f, lo = jax.device_get(classify(state, chunk))
+        feats.append(f[: batch_size - pad])
+        logits.append(lo[: batch_size - pad])
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+def accuracy_group(family, state, data) -> dict:
+    """Top-1 accuracy on the test images."""
+    if data.labels is None:
+        raise UserError("metric group 'accuracy' needs labelled test data")
+    _, logits = predict(family, state, data.images, data.batch_size)
+    return {"accuracy": float(np.mean(np.argmax(logits, -1) == data.labels))}
+
+
+# --- the family -----------------------------------------------------------------------------
+
+
+@family_lib.register("classifier")
+def build(config, image_shape, num_classes) -> family_lib.Family:
+    """The classifier of ``config.model``; see ``experiments/classifier.py``."""
+    if not num_classes:
+        raise UserError("family 'classifier' needs labelled data; this data source has no labels")
     model = build_model(config, num_classes)
-    augment_mode = config.data.get("augment", "none")
+    augment_mode = config.data.augment
     augment(jax.random.key(0), jnp.zeros((1, 2, 2, 1)), augment_mode)
     tx = make_optimizer(config.optim, config.train.steps)
 
@@ -168,69 +233,22 @@ def build(
         return make_classifier_train_step(
             build_model(config, num_classes, axis_name),
             augment_mode=augment_mode,
-            log_norms=config.train.get("log_norms", True),
+            log_norms=config.train.log_norms,
             axis_name=axis_name,
         )
 
-    return Family(
-        name="classifier", data_scale="0_1", init_state=init_state, make_train_step=make_train_step
+    def classify(state, images):
+        """Inference-mode ``(features, logits)`` (running batch-norm statistics)."""
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        return model.apply(variables, images)
+
+    return family_lib.Family(
+        name="classifier",
+        data_scale="0_1",
+        init_state=init_state,
+        make_train_step=make_train_step,
+        num_classes=num_classes,
+        classify=classify,
+        eval_groups={"accuracy": accuracy_group},
+        default_metrics=("accuracy",),
     )
-
-
-@jax.jit
-def _features_and_logits(state: State, images_uint8: jax.Array):
-    """Inference-mode ``(features, logits)`` of a uint8 batch (running batch-norm stats)."""
-    x = scale_images(images_uint8, "0_1")
-    return state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x)
-
-
-def predict(state: State, images: np.ndarray, batch_size: int = 500):
-    """``(features [N, D], logits [N, K])`` float32 numpy arrays of uint8 images [N, H, W, C].
-
-    The last batch is padded to ``batch_size``, so the network compiles once.
-    """
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(
-            f"predict expects uint8 images [N, H, W, C], got {images.dtype} {images.shape}"
-        )
-    feats, logits = [], []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        f, lo = jax.device_get(_features_and_logits(state, chunk))
-        feats.append(f[: batch_size - pad])
-        logits.append(lo[: batch_size - pad])
-    return np.concatenate(feats), np.concatenate(logits)
-
-
-def load_state(workdir) -> tuple[State, dict]:
-    """``(state, run_info)`` of a finished classifier run in ``workdir``."""
-    from genimg.train import checkpoint  # noqa: PLC0415 (deferred: imports the registry)
-
-    config, _ = checkpoint.load_run_config(workdir)
-    family = config.model.get("family")
-    if family != "classifier":
-        raise ValueError(f"{pathlib.Path(workdir)} is a '{family}' run, not a classifier run")
-    _, _, state, info = checkpoint.restore_run(workdir)
-    return state, info
-
-
-def evaluate_accuracy(
-    workdir_or_state, images: np.ndarray, labels: np.ndarray, batch_size: int = 500
-) -> float:
-    """Top-1 accuracy of a classifier (a run's workdir or its ``State``) on uint8 images.
-
-    The images must have the shape the classifier was trained on (``run_info.json``'s
-    ``image_shape``; ``genimg.data.load(source, split, image_size)`` gives it).
-    """
-    state = workdir_or_state
-    if isinstance(workdir_or_state, str | pathlib.Path):
-        state, _ = load_state(workdir_or_state)
-    labels = np.asarray(labels)
-    if labels.shape != (len(images),):
-        raise ValueError(f"labels must be [{len(images)}], got shape {labels.shape}")
-    _, logits = predict(state, images, batch_size)
-    return float(np.mean(np.argmax(logits, -1) == labels))
