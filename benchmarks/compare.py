@@ -2,25 +2,30 @@
 
 Run from the repository root:
 
-    python benchmarks/compare.py [--models dcgan mlpgan convvae] [--batches 64 256]
-        [--rounds 2] [--threads N] [--torch-peer ../shared/bench/torch_peer.py]
-        [--torch-python PYTHON] [--jax-arg=--no-cpu-defaults]
+    python benchmarks/compare.py [--models=dcgan,mlpgan,convvae] [--batch_sizes=64,256]
+        [--rounds=2] [--steps=S] [--warmup=W] [--threads=N] [--torch_python=PYTHON]
+        [--torch_peer=benchmarks/torch_peer.py] [--jax_arg=--conv_backend=onednn,...]
 
-For every (model, batch) it runs `benchmarks/train_throughput.py` and the torch peer as
-separate subprocesses (fresh interpreters, same python), alternating which goes first from
-round to round so that slow drift in machine load hits both sides alike. It prints a table of
-img/s (median over rounds) and the ratio jax / torch (median of the per-round ratios: each
-ratio compares two runs made back to back), and writes every raw record to
-`benchmarks/results/<host>-<UTC date and time>.json`.
+For every (model, batch size) it runs `benchmarks/train_throughput.py` (under this python) and
+the torch peer `benchmarks/torch_peer.py` (under `--torch_python`) as separate subprocesses,
+alternating which goes first from round to round so that slow drift in machine load hits both
+sides alike. It prints a table of img/s (median over rounds) and the ratio jax / torch (median
+of the per-round ratios: each ratio compares two runs made back to back), and writes every raw
+record to `benchmarks/results/<host>-<UTC date and time>.json` (or `--out`).
+
+`--jax_arg` is a comma-separated list of extra train_throughput.py flags, e.g.
+`--jax_arg=--conv_backend=onednn` or `--jax_arg=--no_cpu_defaults,--log_norms`. Both sides
+inherit this process's environment as it was at start-up (before the CPU defaults), so each
+applies its own settings.
 
 If torch is not installed the JAX side still runs and the table has no ratios. Install the CPU
 build with `pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu` (a
-plain `pip install torch` pulls a multi-GB CUDA build).
+plain `pip install torch` pulls a multi-GB CUDA build), e.g. in a venv of its own that the
+peer runs under: it needs torch only, not genimg.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import importlib.util
 import json
@@ -33,7 +38,15 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-DEFAULT_PEER = os.path.join(REPO, "..", "shared", "bench", "torch_peer.py")
+sys.path.insert(0, REPO)
+
+from genimg import cli  # noqa: E402  (repo root on sys.path first)
+
+DEFAULT_PEER = os.path.join(HERE, "torch_peer.py")
+# The environment the children get: this process's as it was launched, before cli.run's CPU
+# defaults append to XLA_FLAGS (a child asked for --no_cpu_defaults must not inherit them).
+LAUNCH_ENV = dict(os.environ)
+MODELS = ("dcgan", "mlpgan", "convvae")
 # Timed and warm-up steps per model at batch 64 (scaled by 64 / batch for other batches), so
 # that each measurement lasts a few seconds on a 2-core CPU.
 STEPS = {"dcgan": 20, "mlpgan": 200, "convvae": 100}
@@ -41,7 +54,9 @@ WARMUP = {"dcgan": 5, "mlpgan": 20, "convvae": 10}
 
 
 def run_one(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
-    """Run a benchmark subprocess; returns its last stdout line as JSON (or an error record)."""
+    """Run a benchmark subprocess (in `env`, default `LAUNCH_ENV`); returns its last stdout
+    line as JSON (or an error record)."""
+    env = LAUNCH_ENV if env is None else env
     try:
         out = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, check=True, env=env
@@ -64,54 +79,72 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["dcgan", "mlpgan", "convvae"])
-    p.add_argument("--batches", nargs="+", type=int, default=[64, 256])
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--steps", type=int, default=None, help="override the per-model step count")
-    p.add_argument("--torch-peer", default=DEFAULT_PEER, help="path to torch_peer.py")
-    p.add_argument(
-        "--torch-python",
-        default=sys.executable,
-        help="python that runs the peer (e.g. a venv holding the CPU build of torch)",
+def define_flags():
+    cli.define_list("models", list(MODELS), f"Models to run, of {', '.join(MODELS)}.")
+    cli.define_list("batch_sizes", ["64", "256"], "Batch sizes to run.")
+    cli.define_integer("rounds", 2, "Alternating rounds per (model, batch size).", lower_bound=1)
+    cli.define_integer(
+        "steps", None, "Timed steps per run (default: per model, see STEPS).", lower_bound=1
     )
-    p.add_argument(
-        "--threads", type=int, default=None, help="threads for both sides (default: all CPUs)"
+    cli.define_integer(
+        "warmup", None, "Untimed steps per run (default: per model, see WARMUP).", lower_bound=0
     )
-    p.add_argument(
-        "--jax-arg",
-        action="append",
-        default=[],
-        help="extra train_throughput.py argument (repeatable): --jax-arg=--no-cpu-defaults",
+    cli.define_string("torch_peer", DEFAULT_PEER, "Path to the PyTorch peer script.")
+    cli.define_string(
+        "torch_python",
+        sys.executable,
+        "Python that runs the peer (e.g. a venv holding the CPU build of torch).",
     )
-    p.add_argument("--timeout", type=float, default=900, help="seconds per subprocess")
-    p.add_argument("--out", default=None, help="results JSON path (default: results/<host>-...)")
-    args = p.parse_args(argv)
+    cli.define_integer(
+        "threads", None, "Threads for both sides (default: all CPUs).", lower_bound=1
+    )
+    cli.define_list(
+        "jax_arg", [], "Extra train_throughput.py flags, e.g. --jax_arg=--conv_backend=onednn."
+    )
+    cli.define_float("timeout", 900, "Seconds per subprocess.")
+    cli.define_string("out", None, "Results JSON path (default: benchmarks/results/<host>-...).")
+
+
+def main(args):
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        cli.fail(f"--models: unknown {', '.join(unknown)}; expected some of {', '.join(MODELS)}")
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes]
+    except ValueError:
+        cli.fail(f"--batch_sizes={','.join(args.batch_sizes)}: expected integers like 64,256")
+    if not args.models or not batch_sizes or min(batch_sizes) < 1:
+        cli.fail("--models and --batch_sizes need at least one value each, batch sizes >= 1")
 
     if args.torch_python == sys.executable:
         have_torch = importlib.util.find_spec("torch") is not None
     else:
         probe = [args.torch_python, "-c", "import torch"]
-        have_torch = subprocess.run(probe, capture_output=True).returncode == 0
+        try:
+            have_torch = subprocess.run(probe, capture_output=True).returncode == 0
+        except OSError as err:
+            cli.fail(f"--torch_python={args.torch_python}: cannot run it ({err})")
     peer = os.path.abspath(args.torch_peer)
     if not have_torch:
         print(
-            "torch is not installed, so only the JAX side runs. For ratios install the CPU build:"
-            "\n    pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu",
+            f"torch is not importable by {args.torch_python}, so only the JAX side runs. For "
+            "ratios install the CPU build:\n    pip install torch==2.13.0 "
+            "--index-url https://download.pytorch.org/whl/cpu",
             file=sys.stderr,
         )
     elif not os.path.exists(peer):
-        sys.exit(f"torch peer not found at {peer}; pass --torch-peer PATH")
+        cli.fail(f"torch peer not found at {peer}; pass --torch_peer=PATH")
 
     records = []
     for model in args.models:
-        for batch in args.batches:
+        for batch in batch_sizes:
             steps = args.steps or max(3, round(STEPS[model] * 64 / batch))
-            warmup = max(2, round(WARMUP[model] * 64 / batch))
-            common = ["--model", model, "--batch", str(batch), "--steps", str(steps)]
-            common += ["--warmup", str(warmup)]
-            common += ["--threads", str(args.threads)] if args.threads else []
+            warmup = args.warmup
+            if warmup is None:
+                warmup = max(2, round(WARMUP[model] * 64 / batch))
+            common = [f"--model={model}", f"--batch_size={batch}", f"--steps={steps}"]
+            common += [f"--warmup={warmup}"]
+            common += [f"--threads={args.threads}"] if args.threads else []
             jax_cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), *common]
             jax_cmd += args.jax_arg
             torch_cmd = [args.torch_python, peer, *common]
@@ -132,7 +165,7 @@ def main(argv=None):
                         flush=True,
                     )
 
-    summary = summarize(records, args.models, args.batches, args.rounds)
+    summary = summarize(records, args.models, batch_sizes, args.rounds)
     print(format_table(summary))
     now = datetime.datetime.now(datetime.UTC)
     path = args.out or os.path.join(
@@ -203,4 +236,4 @@ def format_table(rows) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, __doc__, define_flags)

@@ -2,15 +2,16 @@
 
 Run from the repository root (prints one JSON line):
 
-    python benchmarks/loop_overhead.py [--experiment dcgan] [--steps 550] [--bare-steps 60]
-        [--data synthetic|real] [--set train.log_every=10 ...]
+    python benchmarks/loop_overhead.py [--experiment=dcgan] [--steps=550] [--bare_steps=60]
+        [--data=synthetic|real] [--set=train.log_every=10,train.sample_every=0] [--top=N]
 
-1. Loop: `genimg.train.loop.train` with the experiment's default config (logging, progress
-   bar, metrics.jsonl + TensorBoard, periodic sample grids and Orbax checkpoints at their
-   default intervals) runs `--steps` steps in a temporary workdir. The rate is taken over every
+1. Loop: `genimg.train.loop.train` with the experiment's default config
+   (`experiments.<name>.get_config()`: logging, progress bar, metrics.jsonl + TensorBoard,
+   periodic sample grids and Orbax checkpoints at their default intervals; no periodic
+   evaluation callbacks) runs `--steps` steps in a temporary workdir. The rate is taken over every
    logged interval after the first (which holds the compile): it includes the periodic
-   checkpoint and sample grid that fall inside (at step 500 for the DCGAN defaults); the
-   one-off final checkpoint is reported separately (`final_s`).
+   checkpoint and sample grid that fall inside (at step 500 for the DCGAN defaults), but not
+   the one-off final checkpoint, which comes after the last logged interval.
 2. Bare: the same family's train step, `jax.jit` with the state donated, on one fixed
    device-resident batch, called back to back.
 
@@ -19,13 +20,14 @@ Run from the repository root (prints one JSON line):
 by the whole `train` call, compile included): `wait_device` is time blocked in
 `jax.device_get` for the metrics (the host idles while queued steps finish), the other pieces
 are host work during which the device may run dry.
-`--data synthetic` (default) uses random uint8 images of the experiment's data shape
-(60000 x 28 x 28 x 1 for Fashion-MNIST), `real` loads `config.data.source`.
+`--data=synthetic` (default) uses random uint8 images of the experiment's data shape
+(60000 x 28 x 28 x 1 for Fashion-MNIST), `real` loads `config.data.source`. `--set` takes
+comma-separated `section.key=value` overrides of the config (`--top=N` also prints the
+cProfile top N to stderr).
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import importlib
 import json
@@ -38,9 +40,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from train_throughput import time_steps  # noqa: E402  (benchmarks/ is sys.path[0])
+from train_throughput import time_steps  # noqa: E402  (benchmarks/, this file's folder, is on sys.path)
 
-from genimg import platform  # noqa: E402  (configure before jax initialises its backends)
+from genimg import cli, platform  # noqa: E402  (repo root on sys.path first)
 
 # Host-side pieces of the loop, by (file suffix, function name) in the cProfile table.
 PIECES = {
@@ -53,14 +55,23 @@ PIECES = {
 
 
 def _config(args):
-    module = importlib.import_module(f"experiments.{args.experiment}")
+    try:
+        module = importlib.import_module(f"experiments.{args.experiment}")
+    except ModuleNotFoundError as err:
+        cli.fail(f"--experiment={args.experiment}: {err}")
     config = module.get_config()
     config.train.steps = args.steps
     config.train.progress = True
     for item in args.set:
-        key, value = item.split("=", 1)
-        section, name = key.split(".")
-        config[section][name] = type(config[section][name])(value)
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not value or section not in config or name not in config[section]:
+            cli.fail(f"--set={item}: expected section.key=value with a key of the config")
+        kind = type(config[section][name])
+        if kind is bool:
+            config[section][name] = value.lower() in ("1", "true", "t", "yes")
+        else:
+            config[section][name] = kind(value)
     return config
 
 
@@ -89,7 +100,8 @@ def run(args) -> dict:
     import jax
 
     from genimg import data as data_lib
-    from genimg.train import build_family, loop
+    from genimg.train import loop
+    from genimg.train.family import build_family  # the experiment's import registered it
 
     config = _config(args)
     images, labels, num_classes = _data(config, args)
@@ -107,14 +119,14 @@ def run(args) -> dict:
         profiler = cProfile.Profile()
         t0 = time.perf_counter()
         profiler.enable()
-        loop.train(config, workdir, family, data)
+        loop.train(config, workdir, family, data, run_info={"data": args.data}, callbacks=())
         profiler.disable()
         total_s = time.perf_counter() - t0
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
             logged = [json.loads(line) for line in f if '"steps_per_s"' in line]
     timed = logged[1:]  # the first interval holds compilation
     if not timed:
-        raise SystemExit("no logged interval after the first: raise --steps or lower log_every")
+        cli.fail("no logged interval after the first: raise --steps or lower train.log_every")
     steps = [b["step"] - a["step"] for a, b in zip(logged, logged[1:], strict=False)]
     loop_s = sum(n / r["steps_per_s"] for n, r in zip(steps, timed, strict=True))
     loop_rate = sum(steps) / loop_s
@@ -151,18 +163,20 @@ def run(args) -> dict:
     }
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--experiment", default="dcgan", help="module under experiments/")
-    p.add_argument("--steps", type=int, default=550, help="loop steps (past step 500's saves)")
-    p.add_argument("--bare-steps", type=int, default=60)
-    p.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
-    p.add_argument("--set", action="append", default=[], help="config override, e.g. train.x=1")
-    p.add_argument("--top", type=int, default=0, help="also print the cProfile top N to stderr")
-    args = p.parse_args(argv)
+def define_flags():
+    cli.define_string("experiment", "dcgan", "Module under experiments/.")
+    cli.define_integer("steps", 550, "Loop steps (past step 500's saves).", lower_bound=1)
+    cli.define_integer("bare_steps", 60, "Timed calls of the bare step.", lower_bound=1)
+    cli.define_enum("data", "synthetic", ["synthetic", "real"], "Training images.")
+    cli.define_list("set", [], "Config overrides, e.g. train.log_every=10,train.sample_every=0.")
+    cli.define_integer("top", 0, "Also print the cProfile top N to stderr.", lower_bound=0)
+
+
+def main(args):
+    # Applied already by cli.run (idempotent): this call only reports what was done.
     args.cpu_defaults = platform.configure_cpu_defaults()
     print(json.dumps(run(args)))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, __doc__, define_flags)

@@ -1,35 +1,40 @@
 """Training throughput of genimg's own models and train steps, the JAX peer of torch_peer.py.
 
-Run (prints exactly one JSON line on stdout, the keys of torch_peer.py plus JAX extras):
+Run from the repository root (prints exactly one JSON line on stdout, the keys of
+torch_peer.py plus JAX extras):
 
-    python benchmarks/train_throughput.py --model dcgan --batch 64 --steps 30 --warmup 5
+    python benchmarks/train_throughput.py --model=dcgan --batch_size=64 --steps=30 --warmup=5
+        [--threads=N] [--upsample_impl=auto|subpixel|transpose] [--conv_backend=xla|onednn]
+        [--ema_decay=D] [--log_norms] [--no_cpu_defaults]
 
     {"impl": "jax", "jax": "0.10.2", "model": "dcgan", "batch": 64, "device": "cpu",
      "threads": 2, "img_per_s": ..., "ms_per_step": ..., "steps": 30, "compile": true,
      "compile_s": ..., "upsample_impl": "auto", "cpu_defaults": {...}, "xla_flags": "..."}
 
-The networks are the ones of shared/bench/torch_peer.py, built from the project's modules:
+The networks are those of benchmarks/torch_peer.py, built the way the experiments build them:
 
-- dcgan, mlpgan: `genimg.models.gan` G/D and `genimg.train.gan.make_gan_train_step`
-  (non-saturating loss, one D update on real + fake then one G update, Adam(2e-4, 0.5, 0.999)
-  each). The project step can also keep an EMA of G and log gradient/parameter norms; the
-  peer does neither, so both are off by default (`--ema-decay 0`, the step's own switch that
-  skips the EMA; `--log-norms` turns the norms on, as in the experiments' defaults).
+- dcgan, mlpgan: `genimg.families.gan.build_models` on the default `model_config("dcgan")` /
+  `model_config("mlp")` (the tutorial DCGAN at width 64; the 100-256-512-1024 / 784-512-256
+  MLPs) and `genimg.families.gan.make_gan_train_step` (non-saturating loss, one D update on
+  real + fake then one G update, Adam(2e-4, 0.5, 0.999) each). The project step can also keep
+  an EMA of G and log gradient/parameter norms; the peer does neither, so both are off by
+  default (`--ema_decay=0`, the step's own switch that skips the EMA; `--log_norms` turns the
+  norms on, as in the experiments' defaults).
 - convvae: `genimg.models.vae.make_vae("conv", ...)` (latent 16, Bernoulli logits) and
-  `genimg.train.vae.make_vae_train_step` (negative ELBO with analytic KL, no binarisation,
-  one Adam(1e-3) step); norms only with `--log-norms`.
+  `genimg.families.vae.make_vae_train_step` (negative ELBO with analytic KL, no
+  binarisation, one Adam(1e-3) step); norms only with `--log_norms`.
 
 As in torch_peer.py: one fixed synthetic batch (uniform in [-1, 1], or [0, 1] for the
 sigmoid/Bernoulli models), already on the device; latent noise is drawn inside the step;
 only the `steps` iterations after `warmup` are timed, ending with `block_until_ready`.
 `compile_s` is the time to lower and compile the step (jax.jit, state donated).
-`configure_cpu_defaults()` runs first unless `--no-cpu-defaults`. `--threads N` pins the
-process to N CPUs, the way torch_peer.py's `--threads N` sets torch's thread count.
+`genimg.platform.configure_cpu_defaults()` runs first unless `--no_cpu_defaults`.
+`--threads=N` pins the process to N CPUs (XLA:CPU sizes its thread pool by CPU affinity),
+the counterpart of torch_peer.py's `--threads=N`, which sets torch's thread count.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -37,10 +42,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from genimg import platform  # noqa: E402  (must not import jax backends before configuring)
+from genimg import cli, platform  # noqa: E402  (repo root on sys.path first)
 
+MODELS = ("dcgan", "mlpgan", "convvae")
 IMAGE_SHAPE = (28, 28, 1)
-Z_GAN, Z_VAE = 100, 16
+Z_VAE = 16
 
 
 def build_gan(
@@ -50,23 +56,20 @@ def build_gan(
     import jax
     import optax
 
-    from genimg.models import gan
-    from genimg.train.gan import create_gan_state, make_gan_train_step
+    from genimg.families import gan
 
     if model == "dcgan":
-        g = gan.DCGANGenerator(
-            IMAGE_SHAPE, width=64, kernel_size=5, upsample_impl=upsample_impl, conv_backend=conv
-        )
-        d = gan.DCGANDiscriminator(width=64, kernel_size=5, conv_backend=conv)
-        lo = -1.0
+        model_cfg = gan.model_config("dcgan")
+        model_cfg.update(upsample_impl=upsample_impl, conv_backend=conv)
     else:
-        g = gan.MLPGenerator(IMAGE_SHAPE, hidden=(256, 512, 1024))
-        d = gan.MLPDiscriminator(hidden=(512, 256))
-        lo = 0.0
+        model_cfg = gan.model_config("mlp")
+    g, d, scale = gan.build_models(model_cfg, IMAGE_SHAPE)
+    lo = -1.0 if scale == "-1_1" else 0.0
     adam = lambda: optax.adam(2e-4, b1=0.5, b2=0.999)
-    state = create_gan_state(g, d, adam(), adam(), jax.random.key(0), Z_GAN, IMAGE_SHAPE)
-    step = make_gan_train_step(
-        g, d, z_dim=Z_GAN, loss="nonsaturating", ema_decay=ema_decay, log_norms=log_norms
+    z_dim = model_cfg.z_dim
+    state = gan.create_gan_state(g, d, adam(), adam(), jax.random.key(0), z_dim, IMAGE_SHAPE)
+    step = gan.make_gan_train_step(
+        g, d, z_dim=z_dim, loss="nonsaturating", ema_decay=ema_decay, log_norms=log_norms
     )
     real = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE), minval=lo, maxval=1.0)
     return state, step, {"image": real}
@@ -77,8 +80,9 @@ def build_vae(batch: int, log_norms: bool, conv: str):
     import jax
     import optax
 
+    from genimg.families.vae import make_vae_train_step
     from genimg.models.vae import make_vae
-    from genimg.train.vae import create_state, make_vae_train_step
+    from genimg.train.common import create_state
 
     model = make_vae("conv", IMAGE_SHAPE, Z_VAE, 1, conv_backend=conv)  # 1 channel of logits
     x = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE))
@@ -108,11 +112,11 @@ def run(args) -> dict:
     import jax
 
     if args.model == "convvae":
-        state, train_step, batch = build_vae(args.batch, args.log_norms, args.conv_backend)
+        state, train_step, batch = build_vae(args.batch_size, args.log_norms, args.conv_backend)
     else:
         state, train_step, batch = build_gan(
             args.model,
-            args.batch,
+            args.batch_size,
             args.upsample_impl,
             args.ema_decay,
             args.log_norms,
@@ -132,10 +136,10 @@ def run(args) -> dict:
         "impl": "jax",
         "jax": jax.__version__,
         "model": args.model,
-        "batch": args.batch,
+        "batch": args.batch_size,
         "device": jax.default_backend(),
         "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "img_per_s": round(args.batch * args.steps / seconds, 1),
+        "img_per_s": round(args.batch_size * args.steps / seconds, 1),
         "ms_per_step": round(1000 * seconds / args.steps, 2),
         "steps": args.steps,
         "compile": True,  # always jax.jit-compiled
@@ -150,45 +154,62 @@ def run(args) -> dict:
     }
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["dcgan", "mlpgan", "convvae"], default="dcgan")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=30, help="timed iterations")
-    p.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
-    p.add_argument(
-        "--upsample-impl",
-        choices=["auto", "subpixel", "transpose"],
-        default="auto",
-        help="layers.ConvTranspose implementation (dcgan only; convvae uses the default)",
+def define_flags():
+    cli.define_enum("model", "dcgan", MODELS, "Network and train step (see the docstring).")
+    cli.batch_size_flag(64, "Images per step.")
+    cli.define_integer("steps", 30, "Timed iterations.", lower_bound=1)
+    cli.define_integer("warmup", 5, "Untimed iterations before the timed ones.", lower_bound=0)
+    cli.define_enum(
+        "upsample_impl",
+        "auto",
+        ["auto", "subpixel", "transpose"],
+        "layers.ConvTranspose implementation (dcgan only; convvae uses the default).",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="restrict the process to this many CPUs (XLA:CPU sizes its pool by affinity)",
+    cli.define_integer(
+        "threads",
+        None,
+        "Restrict the process to this many CPUs (XLA:CPU sizes its pool by affinity).",
+        lower_bound=1,
     )
-    p.add_argument(
-        "--conv-backend",
-        choices=["xla", "onednn"],
-        default="xla",
-        help="who runs the convolutions (dcgan, convvae): XLA, or oneDNN through the FFI",
+    cli.define_enum(
+        "conv_backend",
+        "xla",
+        ["xla", "onednn"],
+        "Who runs the convolutions (dcgan, convvae): XLA, or oneDNN through the FFI.",
     )
-    p.add_argument("--ema-decay", type=float, default=0.0, help="G EMA decay (GAN step)")
-    p.add_argument(
-        "--log-norms",
-        action="store_true",
-        help="also compute the gradient/parameter norm metrics (the experiments' default)",
+    cli.define_float("ema_decay", 0.0, "G EMA decay (GAN step); 0 skips the EMA update.")
+    cli.define_bool(
+        "log_norms",
+        False,
+        "Also compute the gradient/parameter norm metrics (the experiments' default).",
     )
-    p.add_argument(
-        "--no-cpu-defaults", action="store_true", help="skip platform.configure_cpu_defaults()"
-    )
-    args = p.parse_args(argv)
+    cli.define_bool("no_cpu_defaults", False, "Skip genimg.platform.configure_cpu_defaults().")
+
+
+def cpu_defaults_opted_out(argv: list[str]) -> bool:
+    """Whether `argv` sets --no_cpu_defaults. `cli.run` applies the CPU defaults before it
+    parses any flag, so this one is read from the raw command line first."""
+    opted_out = False
+    for arg in argv[1:]:
+        name, has_value, value = arg.partition("=")
+        if name == "--no_cpu_defaults":
+            opted_out = not has_value or value.lower() in ("true", "t", "1")
+        elif name == "--nono_cpu_defaults":
+            opted_out = False
+    return opted_out
+
+
+def main(args) -> None:
+    if args.no_cpu_defaults and os.environ.get(platform.DISABLE_ENV, "") in ("", "0"):
+        cli.fail("give --no_cpu_defaults on the command line (it must be read before jax starts)")
     if args.threads:  # before jax creates its thread pools
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+    # Applied already by cli.run (idempotent): this call only reports what was done.
     args.cpu_defaults = None if args.no_cpu_defaults else platform.configure_cpu_defaults()
     print(json.dumps(run(args)))
 
 
 if __name__ == "__main__":
-    main()
+    if cpu_defaults_opted_out(sys.argv):
+        os.environ[platform.DISABLE_ENV] = "1"
+    cli.run(main, __doc__, define_flags)

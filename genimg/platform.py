@@ -7,12 +7,12 @@ importing jax is fine). It applies two settings, each skipped when the user chos
 1. `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` is appended to `XLA_FLAGS`.
    XLA:CPU's default hands dots, reductions and convolutions to YNNPACK; the flag takes only the
    convolutions away (they go back to Eigen, which is faster for the conv shapes of our
-   generators and discriminators, see shared/perf/xla-cpu-notes.md) and leaves dots and
-   reductions where they are. (The older recipe `=individual_dot` also took the reductions off
-   YNNPACK, which made the MLP GAN step about 15% slower.) It is an `xla_cpu_` flag: GPU and
-   TPU compilation ignore it. Skipped if `XLA_FLAGS` already names the flag (any value), and
-   with jaxlib older than 0.8.2, which has no YNNPACK convolutions (and would abort on a flag
-   it does not know).
+   generators and discriminators) and leaves dots and reductions where they are. (The older
+   recipe `=individual_dot` also took the reductions off YNNPACK, which slowed the MLP GAN
+   step.) Measurements: benchmarks/README.md, "XLA on CPU: what the code relies on". It is
+   an `xla_cpu_` flag: GPU and TPU compilation ignore it. Skipped if `XLA_FLAGS` already
+   names the flag (any value), and with jaxlib older than 0.8.2, which has no YNNPACK
+   convolutions (and would abort on a flag it does not know).
 2. glibc malloc is told never to return large buffers to the kernel (`mallopt`: M_MMAP_MAX=0,
    M_TRIM_THRESHOLD=2 GiB, M_ARENA_MAX=1), the in-process form of
    `MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`. Otherwise every

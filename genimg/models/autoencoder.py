@@ -5,7 +5,7 @@ log-variance stacked for a VAE). Decoders map ``[B, D]`` to ``[B, H, W, out_chan
 raw parameters of the output likelihood (logits, or Gaussian mean [and log-scale]).
 
 At 28x28x1 the default conv pair is exactly the benchmark's "convvae" network
-(shared/bench/torch_peer.py, spec 3)::
+(``benchmarks/torch_peer.py``)::
 
     Conv(3, s2, p1) 32 ReLU -> Conv(3, s2, p1) 64 ReLU -> flatten -> Dense(out_features)
     Dense(7*7*64) ReLU -> [7, 7, 64] -> ConvT(3, s2, p1, op1) 32 ReLU -> ConvT(3, s2, p1, op1) C

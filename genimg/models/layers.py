@@ -12,16 +12,17 @@ same output size as `torch.nn.ConvTranspose2d(k, stride=s, padding=p, output_pad
 
 Implementations (`impl`):
 - "transpose": `lax.conv_transpose`, i.e. a stride-1 conv over the input dilated with s - 1
-  zeros. XLA:CPU runs its backward pass very slowly (244 ms vs 38 ms for DCGAN's 128->64 layer
-  at batch 64, see shared/perf/xla-cpu-notes.md) and most of its multiply-adds hit zeros.
+  zeros. Most of its multiply-adds hit those zeros, and XLA:CPU computes the gradients of a
+  conv over a dilated input very slowly, so its backward pass is many times slower than the
+  sub-pixel form's (measurements: benchmarks/README.md, "XLA on CPU").
 - "subpixel": the same sum re-indexed. Output pixel `s*q + r` (phase r) only ever sees kernel
   taps `a = s*d + lo - r` applied to input pixel `q + d`, so one stride-1 conv from Cin to
   `s*s*Cout` channels, whose kernel is gathered from `kernel` by those indices (zeros where a
   falls outside [0, k)), followed by depth-to-space gives every phase at once. Exact for any
   (k, s, p, op); when the output is not s times the input the extra rows are cropped.
-- "auto" (default): "subpixel" on CPU, where it was measured to be the fastest exact form;
-  "transpose" elsewhere (GPU/TPU libraries implement strided transposed convs natively; not
-  measured here). For stride 1 both are the same plain convolution.
+- "auto" (default): "subpixel" on CPU, where it is the fastest exact form we found
+  (benchmarks/README.md); "transpose" elsewhere (GPU/TPU libraries implement strided
+  transposed convs natively). For stride 1 both are the same plain convolution.
 
 `conv_backend` picks who runs the stride-1 convolutions of the "subpixel" and stride-1 forms:
 "xla" (default, `lax.conv_general_dilated`) or "onednn" (`genimg.ops.onednn`, CPU only, opt-in;
