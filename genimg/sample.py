@@ -3,9 +3,9 @@
     python -m genimg.sample --workdir=runs/dcgan --num_samples=10000 --out=runs/dcgan/samples.npz
     python -m genimg.sample --workdir=runs/cvae --labels=3,7 --num_samples=16 --out=s.npz --png=s/
 
-Writes ``images`` (uint8 NHWC) -- and ``labels`` for conditional runs -- to the .npz file,
-the format ``python -m genimg.evaluate --fake=npz:FILE`` reads; ``--png`` also writes one
-PNG per image and ``grid.png`` into that folder.
+Writes "images" (uint8, N x H x W x C) -- and "labels" for conditional runs -- to the .npz
+file, the format python -m genimg.evaluate --fake=npz:FILE reads; --png also writes one PNG
+per image and grid.png into that folder.
 """
 
 from __future__ import annotations

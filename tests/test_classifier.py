@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from experiments import classifier as experiment
+from genimg import evaluate
+from genimg.errors import UserError
+from genimg.families import classifier as cls
 from genimg.models.classifier import ConvClassifier
-from genimg.train import classifier as cls
 
 
 def _config(**train):
@@ -75,7 +77,7 @@ def test_train_step_learns_a_fixed_batch():
 
 
 def test_build_needs_labels():
-    with pytest.raises(ValueError, match="needs labelled data"):
+    with pytest.raises(UserError, match="needs labelled data"):
         cls.build(_config(), (8, 8, 1), None)
 
 
@@ -87,34 +89,31 @@ def test_bad_schedule_is_rejected():
 
 
 def test_tiny_experiment_end_to_end(tmp_path):
-    from genimg.data import load
-
     accuracy = experiment.main(_config(), str(tmp_path))
-    record = json.loads((tmp_path / "accuracy.json").read_text())
+    record = json.loads((tmp_path / "eval.json").read_text())
     assert record["accuracy"] == accuracy and record["step"] == 4 and record["split"] == "test"
+    assert record["num_images"] == 359  # the digits test split
     assert 0.0 <= accuracy <= 1.0
-    test = load("digits", "test")
-    # The restored checkpoint gives the same accuracy as the in-memory final state.
-    assert cls.evaluate_accuracy(tmp_path, test.images, test.labels) == pytest.approx(accuracy)
-    with pytest.raises(ValueError, match="labels must be"):
-        cls.evaluate_accuracy(tmp_path, test.images, test.labels[:3])
+    # The evaluator's default for a classifier run is its accuracy, from the checkpoint.
+    again = evaluate.run(tmp_path)
+    assert again["accuracy"] == pytest.approx(accuracy)
+    assert evaluate.run(tmp_path, num_images=7)["num_images"] == 7
 
 
-def test_predict_pads_the_last_batch(tmp_path):
+def test_predict_pads_the_last_batch():
     family = cls.build(_config(), (8, 8, 1), 10)
     state = family.init_state(jax.random.key(0))
     images = np.random.default_rng(0).integers(0, 256, (7, 8, 8, 1), dtype=np.uint8)
-    feats, logits = cls.predict(state, images, batch_size=3)
-    full_feats, full_logits = cls.predict(state, images, batch_size=7)
+    feats, logits = cls.predict(family, state, images, batch_size=3)
+    full_feats, full_logits = cls.predict(family, state, images, batch_size=7)
     assert feats.shape == (7, 16) and logits.shape == (7, 10)
     np.testing.assert_allclose(feats, full_feats, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(logits, full_logits, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="uint8"):
-        cls.predict(state, images.astype(np.float32))
+        cls.predict(family, state, images.astype(np.float32))
 
 
-def test_load_state_rejects_other_families(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model": {"family": "gan"}}))
-    (tmp_path / "run_info.json").write_text("{}")
-    with pytest.raises(ValueError, match="not a classifier run"):
-        cls.load_state(tmp_path)
+def test_fast_preset_is_a_smaller_shorter_run():
+    default, fast = experiment.get_config(), experiment.get_config("fast")
+    assert fast.train.steps < default.train.steps / 5
+    assert fast.model.feature_dim < default.model.feature_dim

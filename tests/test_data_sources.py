@@ -1,7 +1,6 @@
 """Tests for genimg.data.sources: every source, its errors, and the real Fashion-MNIST copy."""
 
 import gzip
-import os
 import pathlib
 import pickle
 
@@ -161,20 +160,6 @@ def test_idx_unknown_split(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Real data: Debian's fashion-mnist package.
-
-
-@pytest.fixture
-def fashion_dir():
-    present = all(
-        (FASHION_DIR / f"{p}-{k}-idx{d}-ubyte.gz").is_file()
-        for p in ("train", "t10k")
-        for k, d in (("images", 3), ("labels", 1))
-    )
-    if not present:
-        if os.environ.get("GENIMG_REQUIRE_REAL_DATA"):
-            pytest.fail(f"GENIMG_REQUIRE_REAL_DATA is set but {FASHION_DIR} lacks the IDX files")
-        pytest.skip(f"{FASHION_DIR} not installed (apt-get install fashion-mnist)")
-    return FASHION_DIR
 
 
 def _reference(path: pathlib.Path, header: int) -> np.ndarray:

@@ -51,14 +51,33 @@ def test_dcgan_tiny_then_sample(tmp_path):
 
     out = tmp_path / "samples.npz"
     result = _run(
-        "genimg.sample", f"--workdir={workdir}", "--num=5", f"--out={out}",
+        "genimg.sample", f"--workdir={workdir}", "--num_samples=5", f"--out={out}",
         f"--png={tmp_path / 'png'}", "--batch_size=4",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    images = np.load(out)["images"]
+    saved = np.load(out)
+    assert set(saved.files) == {"images"}  # unconditional: no labels
+    images = saved["images"]
     assert images.shape == (5, 8, 8, 1) and images.dtype == np.uint8
     assert images.std() > 0  # not a constant image
-    assert len(list((tmp_path / "png").glob("*.png"))) == 5
+    assert len(list((tmp_path / "png").glob("0*.png"))) == 5
+    assert (tmp_path / "png" / "grid.png").is_file()
+
+    # An unconditional run takes no labels; nothing is written.
+    other = tmp_path / "other.npz"
+    line = _error_line(
+        _run("genimg.sample", f"--workdir={workdir}", "--labels=3", f"--out={other}")
+    )
+    assert "--labels needs a conditional run" in line and not other.exists()
+    # Without --metrics the evaluator picks what a GAN supports: sample quality, whose
+    # Inception weights are checked before any sample is drawn.
+    env_missing = dict(os.environ, GENIMG_INCEPTION_WEIGHTS=str(tmp_path / "no.pth"))
+    result = subprocess.run(
+        [sys.executable, "-m", "genimg.evaluate", f"--workdir={workdir}"],
+        cwd=_REPO, capture_output=True, text=True, timeout=600, env=env_missing,
+    )  # fmt: skip
+    line = _error_line(result)
+    assert "no.pth does not exist" in line and "sampling" not in result.stderr
 
 
 def test_mlp_gan_tiny_on_rgb_resized(tmp_path, rgb_npz):
@@ -92,3 +111,20 @@ def test_bad_input_gives_one_line_errors(tmp_path):
     assert not (tmp_path / "w" / "checkpoints" / "2").exists()  # nothing saved from a NaN state
     line = _error_line(_run("genimg.sample", f"--workdir={tmp_path / 'none'}", "--out=x.npz"))
     assert "config.json not found" in line
+
+
+@pytest.mark.parametrize(
+    "module, expected",
+    [
+        ("experiments.dcgan", ["--workdir", "--config", "--config.train.steps=2000"]),
+        ("genimg.sample", ["--num_samples", "--labels", "--out"]),
+        ("genimg.evaluate", ["--num_images", "--num_samples", "--metrics", "accuracy"]),
+    ],
+)
+def test_help_is_for_users_and_exits_0(module, expected):
+    result = _run(module, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for text in expected:
+        assert text in result.stdout, (text, result.stdout[:3000])
+    for internal in ("EvalContext", "METRIC_GROUPS", "``", "absl"):
+        assert internal not in result.stdout, internal

@@ -1,4 +1,5 @@
-"""Every VAE / autoencoder experiment's tiny preset end to end, then the shared evaluator."""
+"""Every VAE / autoencoder experiment's tiny preset end to end (logging what it logged before
+the family refactor), then the shared evaluator."""
 
 import importlib
 import json
@@ -9,6 +10,7 @@ import pytest
 
 from genimg import evaluate
 from genimg.train.loop import train_from_config
+from tests.golden import assert_matches_golden
 
 
 def _config(name, preset="tiny", **train):
@@ -26,18 +28,19 @@ def _metrics(workdir):
     "name, preset, groups",
     [  # conv trunks for two, MLP trunks (faster to compile) for the rest
         ("vae", "tiny", ("nll", "recon")),
-        ("beta_vae", "mlp_tiny", ("nll",)),
-        ("cvae", "mlp_tiny", ("nll", "recon")),
-        ("autoencoder", "mlp_tiny", ("recon",)),
+        ("beta_vae", "tiny", ("nll",)),
+        ("cvae", "mlp,tiny", ("nll", "recon")),
+        ("autoencoder", "mlp,tiny", ("recon",)),
         ("denoising_ae", "tiny", ("recon",)),
     ],
 )
 def test_tiny_run_and_evaluate(tmp_path, name, preset, groups):
     train_from_config(_config(name, preset), tmp_path)
+    assert_matches_golden(f"{name}:{preset}", tmp_path)
     metrics = _metrics(tmp_path)
     assert [m["step"] for m in metrics] == [2, 4]
     assert all(np.isfinite(v) for m in metrics for v in m.values())
-    res = evaluate.run(tmp_path, groups, num=8)
+    res = evaluate.run(tmp_path, groups, num_images=8)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved == res and res["step"] == 4 and res["num_images"] == 8
     if "nll" in groups:
@@ -47,7 +50,7 @@ def test_tiny_run_and_evaluate(tmp_path, name, preset, groups):
     if "recon" in groups:
         assert 0 < res["mse"] < 1 and res["psnr"] > 0 and -1 <= res["ssim"] <= 1
     if name in ("vae", "denoising_ae"):  # the grids the experiments' main writes
-        figures_only = evaluate.run(tmp_path, ["figures"], num=3)
+        figures_only = evaluate.run(tmp_path, ["figures"], num_images=3)
         assert "num_images" not in figures_only  # keeps the count of the numbers above
         assert json.loads((tmp_path / "eval.json").read_text())["num_images"] == 8
         names = {p.name for p in (tmp_path / "figures").iterdir()}
@@ -59,7 +62,7 @@ def test_tiny_run_and_evaluate(tmp_path, name, preset, groups):
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
-    config = lambda steps: _config("denoising_ae", "mlp_tiny", steps=steps)
+    config = lambda steps: _config("denoising_ae", "mlp,tiny", steps=steps)
     straight = train_from_config(config(4), tmp_path / "straight")
     train_from_config(config(2), tmp_path / "resumed")
     resumed = train_from_config(config(4), tmp_path / "resumed")
@@ -70,10 +73,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 
 def test_evaluator_errors_are_clear(tmp_path):
-    train_from_config(_config("autoencoder", "mlp_tiny", steps=2), tmp_path)
-    with pytest.raises(evaluate.EvalError, match="needs a VAE run"):
-        evaluate.run(tmp_path, ["nll"], num=4)
-    with pytest.raises(evaluate.EvalError, match="unknown metric group"):
-        evaluate.run(tmp_path, ["fidd"], num=4)
+    train_from_config(_config("autoencoder", "mlp,tiny", steps=2), tmp_path)
+    with pytest.raises(evaluate.EvalError, match="nll not available for this 'ae' run; it sup"):
+        evaluate.run(tmp_path, ["nll"], num_images=4)
+    with pytest.raises(evaluate.EvalError, match="fid not available .* supports recon, figures"):
+        evaluate.run(tmp_path, ["fid"], num_images=4)
     with pytest.raises(FileNotFoundError, match="not found"):
         evaluate.run(tmp_path / "nowhere", ["recon"])

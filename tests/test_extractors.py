@@ -9,20 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import classifier as experiment
 from genimg.data import load
+from genimg.families import classifier as cls
 from genimg.metrics import extractors as ex
 from genimg.models.inception import FIDInceptionV3
-from genimg.train import classifier as cls
-from genimg.train.loop import train_from_config
-
-
-@pytest.fixture(scope="module")
-def classifier_run(tmp_path_factory):
-    """A 4-step tiny classifier run on the 8x8 digits (the experiment's tiny preset)."""
-    workdir = tmp_path_factory.mktemp("cls")
-    train_from_config(experiment.get_config("tiny"), str(workdir))
-    return workdir
+from genimg.train.checkpoint import restore_run
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +77,8 @@ def test_domain_extractor_matches_the_classifier(classifier_run, domain):
     out = domain(test.images[:5])
     assert out["features"].shape == (5, 16) and out["logits"].shape == (5, 10)
     assert out["features"].dtype == np.float32
-    state, _ = cls.load_state(classifier_run)
-    feats, logits = cls.predict(state, test.images[:5])
+    _, family, state, _ = restore_run(classifier_run)
+    feats, logits = cls.predict(family, state, test.images[:5])
     np.testing.assert_allclose(out["features"], feats, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-6)
     assert domain.id.startswith("domain_classifier/penultimate16@")
@@ -104,7 +95,7 @@ def test_make_extractor_specs(classifier_run, domain):
     for bad in ("resnet", "domain:", "inception:bicubic", 3):
         with pytest.raises(ValueError, match="extractor|resize mode"):
             ex.make_extractor(bad)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="not a classifier run; train one"):
         ex.make_extractor(f"domain:{classifier_run / 'missing'}")
 
 

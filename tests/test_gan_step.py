@@ -5,15 +5,15 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import dcgan
+from experiments import dcgan, mlp_gan
 from genimg.data import load, scale_images
-from genimg.train import build_family
+from genimg.train.family import build_family
 
 DIGITS = load("digits", max_examples=64)
 
 
-def _family(**overrides):
-    config = dcgan.get_config("tiny")
+def _family(experiment=dcgan, **overrides):
+    config = experiment.get_config("tiny")
     for key, value in overrides.items():
         section, name = key.split(".")
         config[section][name] = value
@@ -44,7 +44,7 @@ def test_d_loss_decreases_on_a_fixed_batch_with_one_compile():
     [
         {"model.loss": "wgan", "model.gp_weight": 10.0, "model.n_critic": 2},
         {"model.loss": "hinge", "model.spectral_norm": True, "model.r1_weight": 1.0},
-        {"model.loss": "lsgan", "model.arch": "mlp"},
+        {"model.loss": "lsgan", "experiment": mlp_gan},
         {"model.loss": "minimax", "optim.d_lr": 4e-4},  # TTUR
     ],
     ids=["wgan-gp-ncritic2", "hinge-sn-r1", "lsgan-mlp", "minimax-ttur"],
@@ -75,9 +75,10 @@ def test_variants_train_and_report_their_parts(overrides):
 def test_ema_off_and_norms_off_leave_the_training_math_unchanged():
     # ema_decay=0 skips the EMA update and log_norms=False drops the norm metrics; neither may
     # change what the step computes for the networks.
-    lean_cfg = {"model.arch": "mlp", "model.ema_decay": 0.0, "train.log_norms": False}
+    lean_cfg = {"experiment": mlp_gan, "model.ema_decay": 0.0, "train.log_norms": False}
     runs = {}
-    for name, overrides in {"full": {"model.arch": "mlp"}, "lean": lean_cfg}.items():
+    full_cfg = {"experiment": mlp_gan, "model.ema_decay": 0.999}
+    for name, overrides in {"full": full_cfg, "lean": lean_cfg}.items():
         config, family = _family(**overrides)
         batch = {"image": scale_images(DIGITS.images[: config.train.batch_size], "0_1")}
         state = family.init_state(jax.random.key(0))

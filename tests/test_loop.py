@@ -57,8 +57,8 @@ def test_run_outputs(tmp_path):
     # restore_run rebuilds the model from the workdir alone.
     config, family, state, _ = ckpt.restore_run(tmp_path)
     assert int(state.step) == 4
-    images = family.sample(state, jax.random.key(0), 3)
-    assert images.shape == (3, 8, 8, 1)
+    images, labels = family.sample(state, jax.random.key(0), 3)
+    assert images.shape == (3, 8, 8, 1) and labels is None
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
 
 

@@ -162,7 +162,7 @@ def test_vmap_runs_per_element(backend):
 def test_dcgan_step_losses_and_gradients_match_xla(backend):
     import optax
 
-    from genimg.train.gan import create_gan_state, make_gan_train_step
+    from genimg.families.gan import create_gan_state, make_gan_train_step
 
     real = jax.random.uniform(jax.random.key(9), (4, 28, 28, 1), minval=-1.0, maxval=1.0)
 

@@ -148,7 +148,7 @@ def test_reparameterised_gradient_is_unbiased():
         mean, logvar = rng.normal(size=3), rng.normal(size=3) * 0.5
 
         def mc(mean, logvar, key):
-            z = losses.reparameterize(key, mean, logvar, num_samples=200_000)  # [n, 3]
+            z = losses.sample_gaussian(key, mean, logvar, num_samples=200_000)  # [n, 3]
             return jnp.mean(-0.5 * jnp.sum(jnp.square(x - z @ a.T), -1))
 
         def exact(mean, logvar):

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     results = {}
     for exp in ("vae",):
         for n in (1, 4):
-            config = importlib.import_module("experiments." + exp).get_config("mlp_tiny")
+            config = importlib.import_module("experiments." + exp).get_config("mlp,tiny")
             assert config.data.binarize == "dynamic"
             config.train.steps = 3
             config.train.log_every = 1

@@ -8,8 +8,9 @@ import pytest
 
 from experiments import autoencoder, cvae, denoising_ae, vae
 from genimg.data import load, scale_images
-from genimg.train import autoencoder as ae_train
-from genimg.train import vae as vae_train
+from genimg.errors import UserError
+from genimg.families import vae as vae_train
+from genimg.train.family import build_family
 
 _DIGITS = load("digits", "train", max_examples=16)
 
@@ -21,8 +22,8 @@ def _batch():
     }
 
 
-def _fit(module, config, steps=30):
-    family = module.build(config, _DIGITS.images.shape[1:], _DIGITS.num_classes)
+def _fit(config, steps=30):
+    family = build_family(config, _DIGITS.images.shape[1:], _DIGITS.num_classes)
     state = family.init_state(jax.random.key(0))
     step = jax.jit(chex.assert_max_traces(family.make_train_step(None), n=1))
     batch, rng = _batch(), jax.random.key(1)
@@ -38,43 +39,44 @@ def _fit(module, config, steps=30):
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian_learned"])
 def test_vae_step_learns_a_fixed_batch(likelihood):
     chex.clear_trace_counter()
-    config = vae.get_config("mlp_tiny")
+    config = vae.get_config("mlp,tiny")
     config.model.likelihood = likelihood
     config.data.binarize = "static" if likelihood == "bernoulli" else "none"
-    family, state, first, last = _fit(vae_train, config)
+    family, state, first, last = _fit(config)
     assert last["loss"] < first["loss"] - 1.0 and last["elbo"] > first["elbo"]
     assert int(state.step) == 30 and family.data_scale == "0_1"
-    images = family.sample(state, jax.random.key(0), 3)
+    images, labels = family.sample(state, jax.random.key(0), 3)
+    assert labels is None
     assert images.shape == (3, 8, 8, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
 
 def test_cvae_uses_labels_and_ae_and_dae_learn():
     chex.clear_trace_counter()
-    family, state, first, last = _fit(vae_train, cvae.get_config("mlp_tiny"), steps=5)
+    family, state, first, last = _fit(cvae.get_config("mlp,tiny"), steps=5)
     x = _batch()["image"][:2]
     a = family.reconstruct(state, x, jnp.array([0, 0]))
     b = family.reconstruct(state, x, jnp.array([5, 5]))
     assert not np.allclose(a, b)
     for module_cfg in (autoencoder, denoising_ae):
         chex.clear_trace_counter()
-        config = module_cfg.get_config("mlp_tiny")
+        config = module_cfg.get_config("mlp,tiny")
         config.model.weight_decay = 1e-4
-        _, _, first, last = _fit(ae_train, config)
+        _, _, first, last = _fit(config)
         assert last["recon_loss"] < 0.9 * first["recon_loss"] and last["l2"] > 0
 
 
 def test_bad_knobs_are_clear_errors():
-    config = vae.get_config("mlp_tiny")
+    config = vae.get_config("mlp,tiny")
     config.data.binarize = "sometimes"
     with pytest.raises(ValueError, match="binarize"):
-        vae_train.build(config, (8, 8, 1), 10)
-    config = cvae.get_config("mlp_tiny")
-    with pytest.raises(ValueError, match="needs labelled data"):
-        vae_train.build(config, (8, 8, 1), None)
-    config = denoising_ae.get_config("mlp_tiny")
+        build_family(config, (8, 8, 1), 10)
+    config = cvae.get_config("mlp,tiny")
+    with pytest.raises(UserError, match="needs labelled data"):
+        build_family(config, (8, 8, 1), None)
+    config = denoising_ae.get_config("mlp,tiny")
     config.corruption.kind = "blur"
     with pytest.raises(ValueError, match="unknown corruption"):
-        ae_train.build(config, (8, 8, 1), None)
+        build_family(config, (8, 8, 1), None)
 
 
 def test_binarize():

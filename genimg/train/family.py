@@ -122,22 +122,28 @@ _BUILDERS: dict[str, Builder] = {}
 def register(name: str) -> Callable[[Builder], Builder]:
     """Decorator: register ``build(config, image_shape, num_classes) -> Family`` as ``name``.
 
-    Registering a name twice replaces the builder only if it comes from the same module (a
-    module imported again, e.g. as a file); two different modules claiming one name is an
-    error, so forks cannot shadow a family by accident.
+    Registering a name twice keeps the first builder if the second comes from the same source
+    file (a file executed again, e.g. by ``--config=file.py`` or as ``__main__``); two
+    different files claiming one name is an error, so a fork cannot shadow a family by
+    accident.
     """
 
     def decorator(build: Builder) -> Builder:
         old = _BUILDERS.get(name)
-        if old is not None and _module_name(old) != _module_name(build):
+        if old is None:
+            _BUILDERS[name] = build
+        elif _source_file(old) != _source_file(build):
             raise ValueError(
-                f"family '{name}' is registered by {_module_name(old)} already; "
-                f"{_module_name(build)} must use another name"
+                f"family '{name}' is registered by {_source_file(old)} already; "
+                f"{_source_file(build)} must use another name"
             )
-        _BUILDERS[name] = build
         return build
 
     return decorator
+
+
+def _source_file(fn) -> str:
+    return str(pathlib.Path(fn.__code__.co_filename).resolve())
 
 
 def registered() -> list[str]:

@@ -1,0 +1,32 @@
+"""The metrics the experiments' tiny presets logged before the family-seam refactor.
+
+``tests/data/tiny_metrics.json`` was recorded from the code before ``genimg.families`` existed
+(in-process runs, seed 0, no CPU-default XLA flags); the refactor must not change what any
+experiment computes. Keys are ``experiment:preset``.
+"""
+
+import json
+import pathlib
+
+import numpy as np
+
+GOLDEN = json.loads((pathlib.Path(__file__).parent / "data" / "tiny_metrics.json").read_text())
+
+
+def logged_metrics(workdir) -> list[dict]:
+    """``metrics.jsonl`` without the wall-clock ``steps_per_s``."""
+    lines = [
+        json.loads(ln) for ln in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    return [{k: v for k, v in m.items() if k != "steps_per_s"} for m in lines]
+
+
+def assert_matches_golden(key: str, workdir) -> None:
+    want, got = GOLDEN[key], logged_metrics(workdir)
+    assert [m["step"] for m in got] == [m["step"] for m in want], key
+    for w, g in zip(want, got, strict=True):
+        assert g.keys() == w.keys(), (key, sorted(g), sorted(w))
+        for name in w:
+            np.testing.assert_allclose(
+                g[name], w[name], rtol=1e-5, atol=1e-7, err_msg=f"{key} {name}"
+            )
