@@ -36,7 +36,7 @@ from tensorboardX import SummaryWriter
 
 from genimg import data as data_lib
 from genimg import images as images_lib
-from genimg.errors import UserError
+from genimg.errors import ConfigError, UserError
 from genimg.train import checkpoint as ckpt
 from genimg.train.common import compile_step, replicate, unreplicate
 from genimg.train.family import Family, build_family, family_location
@@ -143,18 +143,21 @@ def train(
     tc = config.train
     n_dev = data.n_devices
     run_info = dict(run_info or {}, image_shape=list(data.image_shape), n_devices=n_dev)
-    write_run_files(workdir, config, run_info)
 
     init_rng, step_rng, sample_rng = jax.random.split(jax.random.key(tc.seed), 3)
+    try:  # a model that cannot be built from the config fails here, before anything is written
+        state = jax.jit(family.init_state)(init_rng)  # one compile, not one per init op
+        step_fn = compile_step(family.make_train_step(AXIS if n_dev > 1 else None), n_dev, AXIS)
+    except ValueError as err:
+        raise ConfigError(f"cannot build the '{family.name}' model: {_first_line(err)}") from err
+    write_run_files(workdir, config, run_info)
     manager = ckpt.checkpoint_manager(workdir, tc.keep_checkpoints)
-    state = jax.jit(family.init_state)(init_rng)  # one compile, not one per init op
     start = manager.latest_step() or 0
     if start:
         state = ckpt.restore(manager, state)
         log.info("resumed from %s at step %d", manager.directory, start)
     _truncate_metrics(workdir / "metrics.jsonl", start)
 
-    step_fn = compile_step(family.make_train_step(AXIS if n_dev > 1 else None), n_dev, AXIS)
     if n_dev > 1:
         state = replicate(state, jax.local_devices()[:n_dev])
     host_state = unreplicate if n_dev > 1 else (lambda s: s)
@@ -243,6 +246,11 @@ def train(
     return host_state(state)
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def _bar_keys(metrics: dict) -> list[str]:
     return [k for k in metrics if k.endswith("loss") or k == "loss"][:4]
 
@@ -253,7 +261,10 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
     dc, tc = config.data, config.train
     loaded = data_lib.load(dc.source, dc.split, dc.image_size or None)
     log.info("data: %s", loaded.description)
-    family = build_family(config, loaded.images.shape[1:], loaded.num_classes)
+    try:
+        family = build_family(config, loaded.images.shape[1:], loaded.num_classes)
+    except ValueError as err:  # a config value the family rejects
+        raise ConfigError(f"config of family '{config.family}': {_first_line(err)}") from err
     data = data_lib.TrainData(
         loaded.images,
         loaded.labels,
