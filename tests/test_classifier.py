@@ -115,5 +115,6 @@ def test_predict_pads_the_last_batch():
 
 def test_fast_preset_is_a_smaller_shorter_run():
     default, fast = experiment.get_config(), experiment.get_config("fast")
-    assert fast.train.steps < default.train.steps / 5
+    assert fast.train.steps < default.train.steps / 2
+    assert fast.model.convs_per_stage < default.model.convs_per_stage
     assert fast.model.feature_dim < default.model.feature_dim
