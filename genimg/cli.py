@@ -156,11 +156,13 @@ def run(
     usage: str,
     define_flags: Callable[[], None] | None = None,
     help_extra: Callable[[], str] | None = None,
+    positional: bool = False,
 ):
     """Define the entry point's flags (``define_flags()``, with the helpers above), parse
-    them and call ``main(args())`` under the convention above. Flags are defined only here,
-    when the module runs as a program, so importing it as a library defines none; so are the
-    CPU defaults applied (before jax creates its backends)."""
+    them and call ``main(args())`` under the convention above. With ``positional`` the words
+    that are not flags (a subcommand, file names) arrive as ``args.argv``. Flags are defined
+    only here, when the module runs as a program, so importing it as a library defines none;
+    so are the CPU defaults applied (before jax creates its backends)."""
     platform.configure_cpu_defaults()
     if define_flags is not None:
         define_flags()
@@ -180,12 +182,17 @@ def run(
             _exit_bad_config(err, argv)
 
     def _main(argv):
-        if len(argv) > 1:
+        if len(argv) > 1 and not positional:
             fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
+        if positional and len(argv) < 2:
+            fail(f"missing arguments; see {argv[0]} --help")
         logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
         pylogging.getLogger("genimg").setLevel(pylogging.INFO)
+        values = args()
+        if positional:
+            values.argv = argv[1:]  # the words that are not flags, in order
         try:
-            main(args())
+            main(values)
         except USER_ERRORS as err:
             fail(str(err))
 

@@ -8,7 +8,9 @@ import os
 import pathlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
+
+from genimg.watermark import Provenance
 
 
 def make_grid(images, ncols: int | None = None, pad: int = 2, pad_value: float = 1.0):
@@ -32,21 +34,32 @@ def to_uint8(images) -> np.ndarray:
     return np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def save_png(path, picture: np.ndarray) -> None:
-    """Write a uint8 ``[h, w, C]`` picture (C in {1, 3, 4})."""
+def save_png(path, picture: np.ndarray, provenance: Provenance | None = None) -> None:
+    """Write a uint8 ``[h, w, C]`` picture (C in {1, 3, 4}).
+
+    With ``provenance`` (every image a model generated), the file carries it as PNG text and,
+    unless it is switched off or the picture is too small, as an invisible watermark
+    (``genimg.watermark``); ``python -m genimg.provenance check FILE`` reads both.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    info = None
+    if provenance is not None:
+        picture, marked = provenance.mark(picture)
+        info = PngImagePlugin.PngInfo()
+        for name, value in provenance.text(marked).items():
+            info.add_text(name, value)
     array = picture[..., 0] if picture.shape[-1] == 1 else picture
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG", optimize=True)
+    Image.fromarray(array).save(tmp, format="PNG", optimize=True, pnginfo=info)
     os.replace(tmp, path)
 
 
-def save_pngs(folder, images: np.ndarray) -> None:
+def save_pngs(folder, images: np.ndarray, provenance: Provenance | None = None) -> None:
     """One PNG per uint8 image ``[N, H, W, C]``: ``folder/000000.png``, ..."""
     folder = pathlib.Path(folder)
     for i, image in enumerate(images):
-        save_png(folder / f"{i:06d}.png", image)
+        save_png(folder / f"{i:06d}.png", image, provenance)
 
 
 def write_npz(path, images: np.ndarray, labels: np.ndarray | None = None) -> None:

@@ -224,3 +224,46 @@ def detect(image: np.ndarray, key: str = DEFAULT_KEY) -> Detection:
     p_value = min(1.0, tried * float(scipy.stats.norm.sf(score)))
     payload = (np.abs(phases[HEADER_BITS:] - 0.5) < 0.25).astype(np.int8)
     return Detection(p_value < P_VALUE_THRESHOLD, p_value, score, payload, name, tried)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance of the files genimg writes.
+
+TEXT_PREFIX = "genimg:"
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """Who made an image: written as PNG text and, unless ``watermark`` is off, as the mark."""
+
+    run_id: str
+    family: str
+    config_hash: str
+    model_hash: str
+    key: str = DEFAULT_KEY
+    watermark: bool = True
+
+    @property
+    def payload(self) -> np.ndarray:
+        return payload_bits(self.run_id, self.model_hash)
+
+    def text(self, marked: bool) -> dict[str, str]:
+        """The PNG text chunks of an image made under this provenance."""
+        return {
+            "Software": "genimg",
+            "Description": "generated image (genimg)",
+            f"{TEXT_PREFIX}generated": "true",
+            f"{TEXT_PREFIX}family": self.family,
+            f"{TEXT_PREFIX}run_id": self.run_id,
+            f"{TEXT_PREFIX}config_hash": self.config_hash,
+            f"{TEXT_PREFIX}model_hash": self.model_hash,
+            f"{TEXT_PREFIX}watermark": f"key {key_id(self.key)}" if marked else "none",
+        }
+
+    def mark(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
+        """``(image with the mark, True)``, or the image unchanged and False when the mark is
+        off or the image is too small to carry it."""
+        if not self.watermark:
+            return image, False
+        marked = embed(image, self.payload, self.key)
+        return (image, False) if marked is None else (marked, True)

@@ -19,6 +19,7 @@ LAYERS = [
     ["platform"],
     ["ops"],
     ["data"],
+    ["watermark"],
     ["images"],
     ["losses"],
     ["corruptions"],
@@ -28,7 +29,7 @@ LAYERS = [
     ["metrics"],
     ["families"],
     ["cli"],
-    ["sample", "evaluate"],
+    ["sample", "evaluate", "provenance"],
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 NEVER_IMPORT_FAMILIES = ("train", "synthesis", "metrics", "cli", "sample", "evaluate")
