@@ -267,3 +267,38 @@ class Provenance:
             return image, False
         marked = embed(image, self.payload, self.key)
         return (image, False) if marked is None else (marked, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The decoder as a differentiable function, for marking a generator itself.
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    """The orthonormal DCT-II matrix: ``dct(x, norm="ortho") == D @ x``."""
+    return scipy.fft.dct(np.eye(n), norm="ortho", axis=0)
+
+
+def soft_bit_loss(images, bits: np.ndarray, key: str = DEFAULT_KEY):
+    """Mean over images and bits of ``1 - cos(2 pi (phase - bit / 2))``: 0 when every
+    projection of every image sits on the lattice point of its bit (the mark `detect` reads),
+    about 1 for unmarked images. ``images``: float ``[N, H, W, C]`` in [0, 1] (a jax array; the
+    loss is differentiable in it); ``bits``: the 48 header + payload bits.
+
+    Used to fine-tune a generator so that everything it draws carries the mark (as Stable
+    Signature does with a learned decoder; here the decoder is the fixed one above).
+    """
+    import jax.numpy as jnp  # the numpy-only paths above do not need jax
+
+    h, w = images.shape[1:3]
+    rows, cols = _region(h, w)
+    rh, rw = rows.stop - rows.start, cols.stop - cols.start
+    basis = _basis(key, rh, rw)
+    if basis is None:
+        raise ValueError(f"images of {h}x{w} are too small to carry the mark")
+    pixels = 255.0 * images[:, rows, cols, :]
+    luma = pixels[..., 0] if images.shape[-1] == 1 else pixels[..., :3] @ jnp.asarray(_LUMA)
+    coef = jnp.einsum("ij,njk,lk->nil", _dct_matrix(rh), luma, _dct_matrix(rw))  # [N, rh, rw]
+    x = coef[:, basis.mask] @ jnp.asarray(basis.directions.T)  # [N, NUM_BITS]
+    phase = x / DELTA - basis.dither
+    target = 0.5 * jnp.asarray(bits, jnp.float32)
+    return jnp.mean(1.0 - jnp.cos(2 * jnp.pi * (phase - target)))

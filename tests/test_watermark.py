@@ -84,3 +84,24 @@ def test_too_small_and_bad_input():
     with pytest.raises(ValueError, match="uint8 image"):
         wm.embed(np.zeros((28, 28)), wm.payload_bits("r", "m"))
     assert wm.key_id("k") == wm.key_id("k") != wm.key_id("k2")
+
+
+def test_soft_bit_loss_is_the_decoder_made_differentiable():
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    bits = np.concatenate([wm.header_bits(wm.DEFAULT_KEY), wm.payload_bits("r", "m")])
+    image = jnp.asarray(_image(32, 1, seed=5)[None] / 255.0, jnp.float32)
+    marked = wm.embed(_image(32, 1, seed=5), wm.payload_bits("r", "m"))
+    assert float(wm.soft_bit_loss(jnp.asarray(marked[None] / 255.0), bits)) < 0.05
+    assert float(wm.soft_bit_loss(image, bits)) > 0.5
+    # Descending the loss in the pixels alone plants a mark that detect() reads.
+    grad = jax.jit(jax.grad(lambda x: wm.soft_bit_loss(x, bits)))
+    tx = optax.adam(1e-3)
+    x, opt_state = image, tx.init(image)
+    for _ in range(100):
+        updates, opt_state = tx.update(grad(x), opt_state)
+        x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+    found = wm.detect(np.round(np.asarray(x[0]) * 255).astype(np.uint8))
+    assert found.marked and found.matches(wm.payload_bits("r", "m")) >= 0.9
