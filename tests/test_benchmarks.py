@@ -13,12 +13,12 @@ import sys
 import jax
 import pytest
 
+from tests import reference as ref
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
 PEER_KEYS = {"impl", "model", "batch", "device", "threads", "img_per_s", "ms_per_step", "steps"}
 CLI_SCRIPTS = ["train_throughput.py", "compare.py", "ab.py", "loop_overhead.py"]
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
-needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
 
 
 def _load(name: str):
@@ -106,11 +106,12 @@ def test_benchmarks_stand_alone():
         assert not re.search(r"\.\./\w", path.read_text()), path
 
 
-@needs_torch
 def test_torch_peer_networks_are_ours():
     """benchmarks/torch_peer.py's networks have the parameter tensors of the JAX networks
     that train_throughput.py times: the same counts, and the same shapes up to the order of
-    their axes (torch stores [out, in, k, k] where flax stores [k, k, in, out])."""
+    their axes (torch stores [out, in, k, k] where flax stores [k, k, in, out]). Without torch,
+    the counts pinned in tests/test_gan_models.py and tests/test_vae.py stand in."""
+    ref.require("torch")
     peer, ours = _load("torch_peer"), _load("train_throughput")
 
     def shapes(tree):
@@ -133,8 +134,8 @@ def test_torch_peer_networks_are_ours():
     assert peer.param_counts()["convvae"]["vae"] == ours_vae == 191_265
 
 
-@needs_torch
 def test_torch_peer_prints_one_record():
+    ref.require("torch")
     out = _run(
         ["benchmarks/torch_peer.py", "--model=mlpgan", "--batch_size=8", "--steps=2"]
         + ["--warmup=1", "--threads=1"],
@@ -148,7 +149,7 @@ def test_torch_peer_prints_one_record():
 
 
 def test_torch_peer_takes_the_new_flag_names_and_needs_only_torch():
-    if HAVE_TORCH:
+    if ref.available("torch"):
         bad = _run(["benchmarks/torch_peer.py", "--batch=8"], timeout=120, check=False)
         assert bad.returncode == 2 and "--batch" in bad.stderr  # the old name is gone
     tree = ast.parse((BENCH / "torch_peer.py").read_text())
@@ -164,6 +165,7 @@ def test_torch_peer_takes_the_new_flag_names_and_needs_only_torch():
 
 def test_compare_runs_both_sides(tmp_path):
     """compare.py passes flags both scripts accept and finds the in-repo peer by default."""
+    have_torch = ref.available("torch")
     out_file = tmp_path / "results.json"
     out = _run(
         ["benchmarks/compare.py", f"--torch_python={sys.executable}", "--models=mlpgan"]
@@ -172,10 +174,10 @@ def test_compare_runs_both_sides(tmp_path):
     )
     results = json.loads(out_file.read_text())
     sides = {rec["side"]: rec for rec in results["records"]}
-    assert set(sides) == ({"jax", "torch"} if HAVE_TORCH else {"jax"})
+    assert set(sides) == ({"jax", "torch"} if have_torch else {"jax"})
     for rec in sides.values():
         assert "error" not in rec, rec
         assert rec["batch"] == 4 and rec["steps"] == 2 and rec["img_per_s"] > 0
     row = results["summary"][0]
-    assert (row["ratio"] is not None) == HAVE_TORCH
+    assert (row["ratio"] is not None) == have_torch
     assert out.stdout.splitlines()[0].startswith("model")
