@@ -103,7 +103,9 @@ def main() -> int:
         else:
             detail = f"{len(pins)} packages, jax {pins.get('jax')}, jaxlib {pins.get('jaxlib')}"
         print(f"ok   {tag:22s} {job:28s} {detail}")
-    print(f"resolved {len(procs)} installs for Python {PYTHON} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"resolved {len(procs)} installs for Python {PYTHON} in {time.perf_counter() - start:.1f} s"
+    )
     return 1 if failed else 0
 
 

@@ -293,9 +293,7 @@ def test_unavailable_backend_names_the_fix_for_the_platform(monkeypatch, system,
     assert fix in reason and "model.conv_backend=xla" in reason and "\n" not in reason
 
 
-def test_experiment_asking_for_an_unavailable_backend_fails_before_writing(
-    monkeypatch, tmp_path
-):
+def test_experiment_asking_for_an_unavailable_backend_fails_before_writing(monkeypatch, tmp_path):
     """`--config.model.conv_backend=onednn` where the backend is missing: one ConfigError line
     (the CLI prints it as `error: ...`), nothing written."""
     from experiments import dcgan

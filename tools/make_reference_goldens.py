@@ -3,8 +3,8 @@ against without torch: `tests/data/reference_*.npz`.
 
 Needs torch, torchvision and pytorch-fid (`pip install -e ".[reference]"`, CPU is enough):
 
-    python -m tools.make_reference_goldens            # rewrite the files
-    python -m tools.make_reference_goldens --check    # exit 1 unless the committed files are current
+    python -m tools.make_reference_goldens          # rewrite the files
+    python -m tools.make_reference_goldens --check  # exit 1 unless the stored files are current
 
 Nothing big is stored. The weights and inputs are drawn from seeded NumPy generators by the
 functions below, which the tests call too; the files hold what the reference computes from
@@ -325,7 +325,9 @@ def check_inception() -> list[str]:
     stored = load(INCEPTION_FILE)
     bn = {k[3:]: v for k, v in stored.items() if k.startswith("bn/")}
     fresh_bn = calibrate_inception()
-    problems = compare({f"bn/{k}": v for k, v in fresh_bn.items()}, {f"bn/{k}": v for k, v in bn.items()})
+    problems = compare(
+        {f"bn/{k}": v for k, v in fresh_bn.items()}, {f"bn/{k}": v for k, v in bn.items()}
+    )
     fresh = inception_reference(bn)
     return problems + compare(fresh, stored)
 
