@@ -14,11 +14,11 @@ The extension is built by `pip install -e '.[onednn]'` on Linux x86-64, the one 
 oneDNN wheels (optional: elsewhere, or without a compiler, the install succeeds and the backend
 is unavailable; asking for it then raises a one-line `ConfigError` that names the fix). It is
 compiled against oneDNN's headers only; here `libdnnl.so.3` is loaded with RTLD_GLOBAL, then the
-extension. The library comes from the `onednn-cpu-gomp` wheel (oneDNN 3.2, CPU only, GNU OpenMP; the `onednn` extra), else from the
-`onednn` wheel (a SYCL build: its CPU engine is served by the OpenCL CPU runtime of
-`intel-opencl-rt`, found through `OCL_ICD_FILENAMES`, which is then set here when unset).
-`GENIMG_ONEDNN_LIB=/path/to/libdnnl.so.3` picks another oneDNN build; the extension must have
-been compiled against the same oneDNN version's headers.
+extension. The library comes from the `onednn-cpu-gomp` wheel (oneDNN 3.2, CPU only, GNU OpenMP;
+the `onednn` extra), else from the `onednn` wheel (a SYCL build: its CPU engine is served by the
+OpenCL CPU runtime of `intel-opencl-rt`, found through `OCL_ICD_FILENAMES`, which is then set
+here when unset). `GENIMG_ONEDNN_LIB=/path/to/libdnnl.so.3` picks another oneDNN build; the
+extension must have been compiled against the same oneDNN version's headers.
 
 Measured 2026-11-25 on the 2-core AVX-512 CPU machines (oneDNN 3.13, jax 0.10.2, batch 64,
 benchmarks/train_throughput.py, best of alternating runs): DCGAN step 229 -> 175 ms, DCGAN at
