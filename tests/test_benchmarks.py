@@ -18,7 +18,13 @@ from tests import reference as ref
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
 PEER_KEYS = {"impl", "model", "batch", "device", "threads", "img_per_s", "ms_per_step", "steps"}
-CLI_SCRIPTS = ["train_throughput.py", "compare.py", "ab.py", "loop_overhead.py"]
+CLI_SCRIPTS = [
+    "train_throughput.py",
+    "compare.py",
+    "ab.py",
+    "loop_overhead.py",
+    "accelerator_check.py",
+]
 
 
 def _load(name: str):
@@ -181,3 +187,38 @@ def test_compare_runs_both_sides(tmp_path):
     row = results["summary"][0]
     assert (row["ratio"] is not None) == have_torch
     assert out.stdout.splitlines()[0].startswith("model")
+
+
+def test_accelerator_check_needs_an_accelerator_or_allow_cpu():
+    if jax.default_backend() != "cpu":
+        pytest.skip("an accelerator is present")
+    out = subprocess.run(
+        ["bash", "benchmarks/accelerator_check.sh"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith("error: accelerator_check: jax sees no GPU or TPU")
+    assert len(out.stderr.strip().splitlines()) == 1 and "jax[cuda12]" in out.stderr
+
+
+def test_accelerator_check_runs_its_path_on_the_cpu():
+    """The measuring path with --allow_cpu, small: one JSON record per model, FLOPs from XLA's
+    cost analysis (the conv VAE's forward + backward: several MFLOP per image) and an MFU
+    against the given peak. (The DCGAN-64 step takes tens of seconds per image on this CPU.)"""
+    out = _run(
+        ["benchmarks/accelerator_check.py", "--allow_cpu", "--models=convvae", "--batch_size=4"]
+        + ["--steps=2", "--warmup=1", "--peak_tflops=2", '--test_report={"tests": 3}']
+    )
+    record = _one_record(out.stdout)
+    assert record["backend"] == "cpu" and record["peak_tflops"] == {"given": 2.0}
+    assert record["tests"] == {"tests": 3} and "model.dtype" in record["bf16"]
+    (row,) = record["throughput"]
+    assert row["model"] == "convvae" and row["dtype"] == "float32" and row["batch"] == 4
+    assert row["finite"] is True and row["img_per_s"] > 0
+    assert 4 * 1e6 < row["flops_per_step"] < 4 * 1e9
+    achieved = row["flops_per_step"] / (row["ms_per_step"] / 1000) / 1e12
+    assert row["mfu"]["given"] == pytest.approx(achieved / 2, rel=0.02, abs=1e-4)
