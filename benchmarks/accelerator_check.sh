@@ -7,8 +7,10 @@
 #      accelerator_check.py, once model.dtype exists) and model FLOP utilisation against the
 #      chip's peak, FLOPs from XLA's cost analysis of the compiled step (accelerator_check.py).
 #
-#   bash benchmarks/accelerator_check.sh                        # on a GPU or TPU machine
-#   bash benchmarks/accelerator_check.sh --allow_cpu --steps=2  # the same path on a CPU
+#   bash benchmarks/accelerator_check.sh   # on a GPU or TPU machine
+#   bash benchmarks/accelerator_check.sh --allow_cpu --batch_size=4 --steps=1 --warmup=0
+#       # the same path on a CPU, small (the DCGAN-64 step takes tens of seconds on XLA:CPU
+#       # even at batch 4)
 #
 # --no_tests skips step 1, --test_files=A,B runs those test files instead of the subset; every
 # other flag goes to accelerator_check.py (--batch_size, --steps, --warmup, --models,
