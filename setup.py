@@ -3,9 +3,11 @@
 Everything else about the package lives in pyproject.toml. The extension is compiled against
 oneDNN's headers (`onednn-devel-cpu-gomp`) and the XLA FFI headers shipped in `jaxlib`, and is
 not linked against libdnnl: genimg/ops/onednn.py loads libdnnl.so.3 of the `onednn-cpu-gomp`
-wheel (extra `onednn`) with RTLD_GLOBAL first. It is optional: without a C++ compiler or the
-headers the install still succeeds and `genimg.ops.onednn.unavailable_reason()` says why
-the backend is missing.
+wheel (extra `onednn`) with RTLD_GLOBAL first. It is optional: the extension is declared only
+when both headers are found, so elsewhere (macOS, Windows, Linux aarch64, where oneDNN has no
+wheels and pyproject.toml's build requirements leave them out) the package builds as a pure
+Python wheel; without a C++ compiler the build of the extension warns and the install still
+succeeds. `genimg.ops.onednn.unavailable_reason()` then says why the backend is missing.
 
 Headers are looked up in `$GENIMG_DNNL_INCLUDE`, then the build environment
 (`onednn-devel-cpu-gomp` from [build-system].requires, or `onednn-devel`), then this
@@ -52,31 +54,30 @@ def _ffi_include() -> str | None:
 
 
 class BuildExt(build_ext):
-    """Adds the header paths found at build time; skips (never fails) when they are missing."""
+    """Compiles C++ without the C-only flag that setuptools takes from Python's C flags."""
 
     def build_extensions(self):
-        dnnl, ffi = _dnnl_include(), _ffi_include()
-        if dnnl is None or ffi is None:
-            missing = "oneDNN (onednn-devel-cpu-gomp)" if dnnl is None else "XLA FFI (jaxlib)"
-            print(f"genimg: skipping the oneDNN conv extension: {missing} headers not found")
-            return
-        # setuptools compiles C++ with the C flags Python was built with; drop the C-only one.
         if "-Wstrict-prototypes" in self.compiler.compiler_so:
             self.compiler.compiler_so.remove("-Wstrict-prototypes")
-        for ext in self.extensions:  # -isystem: no warnings from third-party headers
-            ext.extra_compile_args += ["-isystem", dnnl, "-isystem", ffi]
         super().build_extensions()
 
 
-setup(
-    ext_modules=[
+def _extensions() -> list[Extension]:
+    dnnl, ffi = _dnnl_include(), _ffi_include()
+    if dnnl is None or ffi is None:
+        missing = "oneDNN (onednn-devel-cpu-gomp)" if dnnl is None else "XLA FFI (jaxlib)"
+        print(f"genimg: no oneDNN conv extension ({missing} headers not found): pure Python")
+        return []
+    return [
         Extension(
             "genimg.ops._onednn_conv",
             sources=["genimg/ops/onednn_conv.cc"],
             language="c++",
-            extra_compile_args=["-std=c++17", "-O2", "-Wall"],
+            # -isystem: no warnings from third-party headers
+            extra_compile_args=["-std=c++17", "-O2", "-Wall", "-isystem", dnnl, "-isystem", ffi],
             optional=True,  # a failed build warns and leaves the backend unavailable
         )
-    ],
-    cmdclass={"build_ext": BuildExt},
-)
+    ]
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

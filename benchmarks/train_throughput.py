@@ -50,9 +50,16 @@ Z_VAE = 16
 
 
 def build_gan(
-    model: str, batch: int, upsample_impl: str, ema_decay: float, log_norms: bool, conv: str
+    model: str,
+    batch: int,
+    upsample_impl: str,
+    ema_decay: float,
+    log_norms: bool,
+    conv: str,
+    image_shape=IMAGE_SHAPE,
 ):
-    """(state, train_step, batch dict) for the dcgan / mlpgan of torch_peer.py."""
+    """(state, train_step, batch dict) for the dcgan / mlpgan of torch_peer.py (at another
+    `image_shape` for benchmarks/accelerator_check.py)."""
     import jax
     import optax
 
@@ -63,15 +70,15 @@ def build_gan(
         model_cfg.update(upsample_impl=upsample_impl, conv_backend=conv)
     else:
         model_cfg = gan.model_config("mlp")
-    g, d, scale = gan.build_models(model_cfg, IMAGE_SHAPE)
+    g, d, scale = gan.build_models(model_cfg, image_shape)
     lo = -1.0 if scale == "-1_1" else 0.0
     adam = lambda: optax.adam(2e-4, b1=0.5, b2=0.999)
     z_dim = model_cfg.z_dim
-    state = gan.create_gan_state(g, d, adam(), adam(), jax.random.key(0), z_dim, IMAGE_SHAPE)
+    state = gan.create_gan_state(g, d, adam(), adam(), jax.random.key(0), z_dim, image_shape)
     step = gan.make_gan_train_step(
         g, d, z_dim=z_dim, loss="nonsaturating", ema_decay=ema_decay, log_norms=log_norms
     )
-    real = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE), minval=lo, maxval=1.0)
+    real = jax.random.uniform(jax.random.key(1), (batch, *image_shape), minval=lo, maxval=1.0)
     return state, step, {"image": real}
 
 

@@ -13,12 +13,18 @@ import sys
 import jax
 import pytest
 
+from tests import reference as ref
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
 PEER_KEYS = {"impl", "model", "batch", "device", "threads", "img_per_s", "ms_per_step", "steps"}
-CLI_SCRIPTS = ["train_throughput.py", "compare.py", "ab.py", "loop_overhead.py"]
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
-needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+CLI_SCRIPTS = [
+    "train_throughput.py",
+    "compare.py",
+    "ab.py",
+    "loop_overhead.py",
+    "accelerator_check.py",
+]
 
 
 def _load(name: str):
@@ -106,11 +112,12 @@ def test_benchmarks_stand_alone():
         assert not re.search(r"\.\./\w", path.read_text()), path
 
 
-@needs_torch
 def test_torch_peer_networks_are_ours():
     """benchmarks/torch_peer.py's networks have the parameter tensors of the JAX networks
     that train_throughput.py times: the same counts, and the same shapes up to the order of
-    their axes (torch stores [out, in, k, k] where flax stores [k, k, in, out])."""
+    their axes (torch stores [out, in, k, k] where flax stores [k, k, in, out]). Without torch,
+    the counts pinned in tests/test_gan_models.py and tests/test_vae.py stand in."""
+    ref.require("torch")
     peer, ours = _load("torch_peer"), _load("train_throughput")
 
     def shapes(tree):
@@ -133,8 +140,8 @@ def test_torch_peer_networks_are_ours():
     assert peer.param_counts()["convvae"]["vae"] == ours_vae == 191_265
 
 
-@needs_torch
 def test_torch_peer_prints_one_record():
+    ref.require("torch")
     out = _run(
         ["benchmarks/torch_peer.py", "--model=mlpgan", "--batch_size=8", "--steps=2"]
         + ["--warmup=1", "--threads=1"],
@@ -148,7 +155,7 @@ def test_torch_peer_prints_one_record():
 
 
 def test_torch_peer_takes_the_new_flag_names_and_needs_only_torch():
-    if HAVE_TORCH:
+    if ref.available("torch"):
         bad = _run(["benchmarks/torch_peer.py", "--batch=8"], timeout=120, check=False)
         assert bad.returncode == 2 and "--batch" in bad.stderr  # the old name is gone
     tree = ast.parse((BENCH / "torch_peer.py").read_text())
@@ -164,6 +171,7 @@ def test_torch_peer_takes_the_new_flag_names_and_needs_only_torch():
 
 def test_compare_runs_both_sides(tmp_path):
     """compare.py passes flags both scripts accept and finds the in-repo peer by default."""
+    have_torch = ref.available("torch")
     out_file = tmp_path / "results.json"
     out = _run(
         ["benchmarks/compare.py", f"--torch_python={sys.executable}", "--models=mlpgan"]
@@ -172,10 +180,45 @@ def test_compare_runs_both_sides(tmp_path):
     )
     results = json.loads(out_file.read_text())
     sides = {rec["side"]: rec for rec in results["records"]}
-    assert set(sides) == ({"jax", "torch"} if HAVE_TORCH else {"jax"})
+    assert set(sides) == ({"jax", "torch"} if have_torch else {"jax"})
     for rec in sides.values():
         assert "error" not in rec, rec
         assert rec["batch"] == 4 and rec["steps"] == 2 and rec["img_per_s"] > 0
     row = results["summary"][0]
-    assert (row["ratio"] is not None) == HAVE_TORCH
+    assert (row["ratio"] is not None) == have_torch
     assert out.stdout.splitlines()[0].startswith("model")
+
+
+def test_accelerator_check_needs_an_accelerator_or_allow_cpu():
+    if jax.default_backend() != "cpu":
+        pytest.skip("an accelerator is present")
+    out = subprocess.run(
+        ["bash", "benchmarks/accelerator_check.sh"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith("error: accelerator_check: jax sees no GPU or TPU")
+    assert len(out.stderr.strip().splitlines()) == 1 and "jax[cuda12]" in out.stderr
+
+
+def test_accelerator_check_runs_its_path_on_the_cpu():
+    """The measuring path with --allow_cpu, small: one JSON record per model, FLOPs from XLA's
+    cost analysis (the conv VAE's forward + backward: several MFLOP per image) and an MFU
+    against the given peak. (The DCGAN-64 step takes tens of seconds per image on this CPU.)"""
+    out = _run(
+        ["benchmarks/accelerator_check.py", "--allow_cpu", "--models=convvae", "--batch_size=4"]
+        + ["--steps=2", "--warmup=1", "--peak_tflops=2", '--test_report={"tests": 3}']
+    )
+    record = _one_record(out.stdout)
+    assert record["backend"] == "cpu" and record["peak_tflops"] == {"given": 2.0}
+    assert record["tests"] == {"tests": 3} and "model.dtype" in record["bf16"]
+    (row,) = record["throughput"]
+    assert row["model"] == "convvae" and row["dtype"] == "float32" and row["batch"] == 4
+    assert row["finite"] is True and row["img_per_s"] > 0
+    assert 4 * 1e6 < row["flops_per_step"] < 4 * 1e9
+    achieved = row["flops_per_step"] / (row["ms_per_step"] / 1000) / 1e12
+    assert row["mfu"]["given"] == pytest.approx(achieved / 2, rel=0.02, abs=1e-4)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from genimg.models import gan
+from tests import reference as ref
 
 TORCH_PEER = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "torch_peer.py"
 # Parameter counts of the PyTorch networks in benchmarks/torch_peer.py, which our speed is
@@ -59,7 +60,7 @@ def test_dcgan_28_matches_the_reference_network_size():
 
 def test_pinned_counts_are_the_torch_peers():
     """PEER_PARAMS are the counts of benchmarks/torch_peer.py's networks."""
-    pytest.importorskip("torch", reason="torch is not installed: the pinned counts stand")
+    ref.require("torch")  # without torch the pinned counts stand
     spec = importlib.util.spec_from_file_location("torch_peer", TORCH_PEER)
     peer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(peer)

@@ -1,10 +1,13 @@
 """The Flax FID Inception against pytorch-fid's network, and the weight loading's failure modes.
 
-The reference network is pytorch-fid's own `fid_inception_v3()` / `InceptionV3`, with its weight
-download replaced by a seeded random state dict (no network access). BatchNorm running
-statistics are made non-trivial by one pass in training mode over random images. The state dict
-goes through the same path as the real weights: a `.pth` file, SHA-256 check, `torch.load`,
-conversion, the `.npz` cache and `load_inception_params`.
+The reference is pytorch-fid's own `fid_inception_v3()` / `InceptionV3` with seeded random
+weights (its download replaced), whose outputs are stored in tests/data/reference_inception.npz
+by tools/make_reference_goldens.py: these tests need no torch. The same seeded weights are drawn
+here in pytorch-fid's state-dict layout and go through genimg's conversion
+(`convert_state_dict`); the batch-norm running statistics are the stored, calibrated ones (one
+training-mode pass over random images, so that they are not trivial). Where torch is installed,
+the `.pth` path of the real weights (SHA-256 check, `torch.load`, conversion, the `.npz` cache)
+is checked too, and tests/test_reference_goldens.py checks the golden file is current.
 """
 
 import math
@@ -14,9 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from genimg.metrics import inception_weights as iw
 from genimg.models.inception import FIDInceptionV3
+from tests import reference as ref
+from tools import make_reference_goldens as goldens
 
 # pytorch-fid's network: 21,785,568 conv/BN parameters + the 2048 -> 1008 fc layer.
 NUM_PARAMS = 23_850_960
@@ -27,78 +33,19 @@ def _num_params(tree) -> int:
     return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 
 
-def _randomize(state_dict, torch, generator):
-    """Seeded random weights, in place: He-scaled convs, BN affine around 1 / 0."""
-    for name, v in state_dict.items():
-        if name.endswith("num_batches_tracked"):
-            continue
-        if v.ndim == 4:
-            v.copy_(torch.randn(v.shape, generator=generator) * (2.0 / v[0].numel()) ** 0.5)
-        elif v.ndim == 2:
-            v.copy_(torch.randn(v.shape, generator=generator) / v.shape[1] ** 0.5)
-        elif name.endswith("bn.weight"):
-            v.copy_(torch.rand(v.shape, generator=generator) + 0.5)
-        elif name.endswith("bias"):
-            v.copy_(torch.randn(v.shape, generator=generator) * 0.2)
-
-
-def _smooth_images(torch, generator, n):
-    # Low-frequency content, like natural images (white noise is needlessly ill-conditioned).
-    coarse = torch.rand(n, 3, 19, 19, generator=generator)
-    return torch.nn.functional.interpolate(coarse, size=(299, 299), mode="bilinear")
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """pytorch-fid's net with random weights, its outputs on 2 images, and our loaded variables."""
-    torch = pytest.importorskip("torch")
-    pfi = pytest.importorskip("pytorch_fid.inception")
-    torch.set_num_threads(2)
-    gen = torch.Generator().manual_seed(0)
-
-    # The same torchvision Inception3 fid_inception_v3() builds; the FID blocks add no tensors.
-    state_dict = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None).state_dict()
-    _randomize(state_dict, torch, gen)
-    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: state_dict):
-        net = pfi.fid_inception_v3()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # running stats := statistics of the calibration batch
-    net.train()
-    with torch.no_grad():
-        net(2 * _smooth_images(torch, gen, 2) - 1)
-    net.eval()
-    state_dict = net.state_dict()
-
-    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: state_dict):
-        fid_net = pfi.InceptionV3([pfi.InceptionV3.DEFAULT_BLOCK_INDEX]).eval()
-    images = _smooth_images(torch, gen, 2)  # [2, 3, 299, 299] in [0, 1]
-    with torch.no_grad():
-        pool = fid_net(images)[0][:, :, 0, 0]
-        logits = net.fc(pool)  # the full forward is checked in float64 below
-
-    # The real weights' path: .pth -> SHA-256 check -> torch.load -> convert -> .npz cache.
-    tmp = tmp_path_factory.mktemp("inception")
-    pth = tmp / iw.WEIGHTS_FILENAME
-    torch.save(state_dict, pth)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(iw, "WEIGHTS_SHA256", iw.sha256_file(pth))
-        mp.setenv(iw.ENV_CACHE_DIR, str(tmp / "cache"))
-        variables = iw.load_inception_params(pth)
-        cached = tmp / "cache" / "pt_inception-2015-12-05-6726825d.npz"
-        assert cached.is_file()
-        cached_variables = iw.load_inception_params(cached)
+def golden():
+    """The stored reference outputs, the seeded state dict and our variables converted from it."""
+    stored = goldens.load(goldens.INCEPTION_FILE)
+    bn = {k[3:]: v.astype(np.float32) for k, v in stored.items() if k.startswith("bn/")}
+    state_dict = goldens.inception_state_dict(bn)
+    flat = iw.convert_state_dict(state_dict)
+    variables = jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(flat, sep="/"))
     return dict(
-        torch=torch,
-        net=net,
+        stored,
         state_dict=state_dict,
-        images=images.numpy().transpose(0, 2, 3, 1),
-        pth=pth,
-        pool=pool.numpy(),
-        logits=logits.numpy(),
+        images=goldens.inception_images(goldens.IMAGES_SEED),
         variables=variables,
-        cached_variables=cached_variables,
     )
 
 
@@ -106,58 +53,65 @@ def _rel_err(actual, expected):
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
 
 
-def test_matches_pytorch_fid_float32(reference):
+def test_matches_pytorch_fid_float32(golden):
     apply = jax.jit(FIDInceptionV3().apply)
-    pool, logits = apply(reference["variables"], jnp.asarray(reference["images"]))
+    pool, logits = apply(golden["variables"], jnp.asarray(golden["images"]))
     assert pool.shape == (2, 2048) and logits.shape == (2, 1008)
     assert pool.dtype == jnp.float32
     # Both sides carry float32 rounding: each is ~2e-5 (max |diff| / max |ref|) from float64 on
     # these weights, and ~3e-5 from the other. A structural error (padding, pool type, layout)
     # gives errors of order 0.1-1 (count_include_pad=True: 0.36).
-    assert _rel_err(np.asarray(pool), reference["pool"]) < 1e-4
-    assert _rel_err(np.asarray(logits), reference["logits"]) < 1e-4
-    np.testing.assert_allclose(pool, reference["pool"], rtol=1e-3, atol=3e-4)
-    np.testing.assert_allclose(logits, reference["logits"], rtol=1e-3, atol=3e-4)
+    assert _rel_err(np.asarray(pool), golden["pool"]) < 1e-4
+    assert _rel_err(np.asarray(logits), golden["logits"]) < 1e-4
+    np.testing.assert_allclose(pool, golden["pool"], rtol=1e-3, atol=3e-4)
+    np.testing.assert_allclose(logits, golden["logits"], rtol=1e-3, atol=3e-4)
     # Features that distinguish the images: the comparison is not between two constants.
-    assert np.abs(reference["pool"][0] - reference["pool"][1]).max() > 1e-2
+    assert np.abs(golden["pool"][0] - golden["pool"][1]).max() > 1e-2
 
 
-def test_matches_pytorch_fid_float64(reference):
+def test_matches_pytorch_fid_float64(golden):
     """In float64 the full forward equals pytorch-fid's to rounding: the arithmetic is the same."""
-    torch = reference["torch"]
-    net64 = reference["net"].double()
-    try:
-        x = torch.from_numpy(reference["images"][:1].transpose(0, 3, 1, 2)).double()
-        with torch.no_grad():
-            expected = net64(2 * x - 1).numpy()
-    finally:
-        reference["net"].float()
     with jax.enable_x64(True):
-        variables = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), reference["variables"])
-        images = jnp.asarray(reference["images"][:1], jnp.float64)
+        variables = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), golden["variables"])
+        images = jnp.asarray(golden["images"][:1], jnp.float64)
         _, logits = jax.jit(FIDInceptionV3().apply)(variables, images)
         assert logits.dtype == jnp.float64
-        assert _rel_err(np.asarray(logits), expected) < 1e-10
+        assert _rel_err(np.asarray(logits), golden["logits64"]) < 1e-10
 
 
-def test_cache_roundtrip_and_bn_stats(reference):
-    same = jax.tree.map(np.array_equal, reference["variables"], reference["cached_variables"])
-    assert all(jax.tree.leaves(same))
-    bn = reference["variables"]["batch_stats"]["Mixed_6b"]["branch1x1"]["bn"]
+def test_converted_bn_stats_and_param_count(golden):
+    variables = golden["variables"]
+    bn = variables["batch_stats"]["Mixed_6b"]["branch1x1"]["bn"]
     # Non-trivial running statistics, mapped from torch's running_mean/var.
     assert float(jnp.abs(bn["mean"]).max()) > 0.1 and float(jnp.abs(bn["var"] - 1).max()) > 0.1
     np.testing.assert_array_equal(
-        bn["var"], reference["state_dict"]["Mixed_6b.branch1x1.bn.running_var"].numpy()
+        bn["var"], golden["state_dict"]["Mixed_6b.branch1x1.bn.running_var"]
     )
-
-
-def test_param_count_matches_torch(reference):
-    torch_count = sum(p.numel() for p in reference["net"].parameters())
-    assert torch_count == NUM_PARAMS
-    variables = reference["variables"]
+    assert int(golden["num_params"]) == NUM_PARAMS  # torch's count of pytorch-fid's net
     assert _num_params(variables["params"]) == NUM_PARAMS
     assert _num_params(variables["params"]["fc"]) == NUM_FC_PARAMS
     assert variables["params"]["Conv2d_1a_3x3"]["conv"]["kernel"].shape == (3, 3, 3, 32)
+
+
+@pytest.fixture(scope="module")
+def pth(golden, tmp_path_factory):
+    """The seeded weights as a `.pth` written by torch (the real weights' file format)."""
+    torch = ref.require("torch")
+    path = tmp_path_factory.mktemp("inception") / iw.WEIGHTS_FILENAME
+    torch.save({k: torch.from_numpy(v) for k, v in golden["state_dict"].items()}, path)
+    return path
+
+
+def test_pth_conversion_and_cache(golden, pth, tmp_path, monkeypatch):
+    """The real weights' path: .pth -> SHA-256 check -> torch.load -> convert -> .npz cache."""
+    monkeypatch.setattr(iw, "WEIGHTS_SHA256", iw.sha256_file(pth))
+    monkeypatch.setenv(iw.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    variables = iw.load_inception_params(pth)
+    cached = tmp_path / "cache" / "pt_inception-2015-12-05-6726825d.npz"
+    assert cached.is_file()
+    for loaded in (variables, iw.load_inception_params(cached)):
+        same = jax.tree.map(np.array_equal, loaded, golden["variables"])
+        assert all(jax.tree.leaves(same))
 
 
 def test_shapes_without_torch():
@@ -271,14 +225,14 @@ def test_converter_rejects_wrong_state_dict():
     assert flat_shapes["params/fc/kernel"] == (2048, 1008)
 
 
-def test_convert_cli(reference, tmp_path, capsys):
+def test_convert_cli(golden, pth, tmp_path, capsys):
     from tools import convert_inception_weights as cli
 
     npz = tmp_path / "converted.npz"
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
-        cli.main(["--pth", str(reference["pth"]), "--npz", str(npz)])
-    assert cli.main(["--pth", str(reference["pth"]), "--npz", str(npz), "--no-verify"]) == 0
+        cli.main(["--pth", str(pth), "--npz", str(npz)])
+    assert cli.main(["--pth", str(pth), "--npz", str(npz), "--no-verify"]) == 0
     assert f"{NUM_PARAMS:,} parameters" in capsys.readouterr().out
     converted = iw.load_inception_params(npz, verify=False)
-    same = jax.tree.map(np.array_equal, converted, reference["variables"])
+    same = jax.tree.map(np.array_equal, converted, golden["variables"])
     assert all(jax.tree.leaves(same))

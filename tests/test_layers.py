@@ -1,4 +1,6 @@
-"""Tests for genimg.models.layers: ConvTranspose against flax, numpy (float64) and torch."""
+"""Tests for genimg.models.layers: ConvTranspose against flax, numpy (float64) and torch's
+ConvTranspose2d (its float64 outputs stored in tests/data/reference_conv_transpose.npz by
+tools/make_reference_goldens.py, so no torch is needed here)."""
 
 import functools
 
@@ -9,6 +11,7 @@ import pytest
 from flax import linen as nn
 
 from genimg.models import layers
+from tools import make_reference_goldens as goldens
 
 # (k, s, p, op): the shapes the models use, then ones whose output is not s * input.
 MODEL_CONFIGS = [(5, 2, 2, 1), (5, 1, 2, 0), (3, 2, 1, 1), (4, 2, 1, 0)]
@@ -92,22 +95,25 @@ def test_matches_numpy_definition_with_torch_weights(config, impl):
     )
 
 
+@pytest.fixture(scope="module")
+def torch_golden():
+    return goldens.load(goldens.CONV_TRANSPOSE_FILE)
+
+
 @pytest.mark.parametrize("config", MODEL_CONFIGS + ODD_CONFIGS)
-def test_matches_torch(config):
-    torch = pytest.importorskip("torch")
+def test_matches_torch(config, torch_golden):
     k, s, p, op = config
-    conv = torch.nn.ConvTranspose2d(3, 4, k, stride=s, padding=p, output_padding=op).double()
-    x = np.random.default_rng(1).normal(size=(2, 5, 6, 3))
-    with torch.no_grad():
-        y_torch = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    key = goldens.conv_transpose_key(config)
+    assert key in torch_golden, f"no golden for {key}: rerun python -m tools.make_reference_goldens"
+    x, w_torch, bias = goldens.conv_transpose_inputs(config)
     variables = {
         "params": {
-            "kernel": jnp.float32(layers.kernel_from_torch(conv.weight.detach().numpy())),
-            "bias": jnp.float32(conv.bias.detach().numpy()),
+            "kernel": jnp.float32(layers.kernel_from_torch(w_torch)),
+            "bias": jnp.float32(bias),
         }
     }
     y = layers.ConvTranspose(4, k, s, p, op, impl="subpixel").apply(variables, jnp.float32(x))
-    np.testing.assert_allclose(y, y_torch, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, torch_golden[key], rtol=1e-5, atol=1e-5)
 
 
 def test_subpixel_kernel_is_a_reindexing_of_the_kernel():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from genimg.errors import ConfigError
 from genimg.models import gan
 from genimg.models.autoencoder import make_trunks
 from genimg.models.layers import ConvTranspose
@@ -259,11 +260,11 @@ def test_unknown_and_unavailable_backends_fail_with_one_line(monkeypatch):
     monkeypatch.setattr(onednn, "_state", {"error": "libdnnl.so.3 not found"})
     assert not onednn.is_available()
     reason = onednn.unavailable_reason()
-    assert "\n" not in reason and "pip install -e '.[onednn]'" in reason, reason
+    assert "\n" not in reason and "model.conv_backend=xla" in reason, reason
     x, w = jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 2))
-    with pytest.raises(RuntimeError, match="oneDNN conv backend unavailable: libdnnl"):
+    with pytest.raises(ConfigError, match="oneDNN conv backend unavailable: libdnnl"):
         onednn.conv(x, w)
-    with pytest.raises(RuntimeError, match="oneDNN conv backend unavailable"):
+    with pytest.raises(ConfigError, match="oneDNN conv backend unavailable"):
         ConvTranspose(2, conv_backend="onednn").init(jax.random.key(0), x)
     # The drop-in quietly computes with lax when the backend is missing.
     y = onednn.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
@@ -273,3 +274,39 @@ def test_unknown_and_unavailable_backends_fail_with_one_line(monkeypatch):
         )()
     )
     assert y.shape == (1, 4, 4, 2)
+
+
+@pytest.mark.parametrize(
+    "system, machine, fix",
+    [
+        ("linux", "x86_64", "pip install -e '.[onednn]'"),
+        ("darwin", "arm64", "needs Linux x86-64 (oneDNN has no wheels for darwin arm64)"),
+        ("win32", "AMD64", "needs Linux x86-64"),
+        ("linux", "aarch64", "needs Linux x86-64"),
+    ],
+)
+def test_unavailable_backend_names_the_fix_for_the_platform(monkeypatch, system, machine, fix):
+    monkeypatch.setattr(onednn, "_state", {"error": "the extension was not built"})
+    monkeypatch.setattr(onednn.sys, "platform", system)
+    monkeypatch.setattr(onednn.platform, "machine", lambda: machine)
+    reason = onednn.unavailable_reason()
+    assert fix in reason and "model.conv_backend=xla" in reason and "\n" not in reason
+
+
+def test_experiment_asking_for_an_unavailable_backend_fails_before_writing(monkeypatch, tmp_path):
+    """`--config.model.conv_backend=onednn` where the backend is missing: one ConfigError line
+    (the CLI prints it as `error: ...`), nothing written."""
+    from experiments import dcgan
+    from genimg.train.loop import train_from_config
+
+    monkeypatch.setattr(onednn, "_state", {"error": "the extension was not built"})
+    config = dcgan.get_config("tiny")
+    config.data.source = "digits"
+    config.model.conv_backend = "onednn"
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError) as excinfo:
+        train_from_config(config, workdir)
+    message = str(excinfo.value)
+    assert "\n" not in message and "oneDNN conv backend unavailable" in message, message
+    assert "model.conv_backend=xla" in message
+    assert not workdir.exists()

@@ -1,9 +1,12 @@
-"""Inception resize modes against PIL, float64 NumPy references and torch's interpolate."""
+"""Inception resize modes against PIL, float64 NumPy references and torch's interpolate (its
+outputs at a seeded subset of pixels stored in tests/data/reference_resize.npz by
+tools/make_reference_goldens.py, so no torch is needed here)."""
 
 import numpy as np
 import pytest
 
 from genimg.metrics.preprocess import resize_for_inception
+from tools import make_reference_goldens as goldens
 
 
 def _images(shape, seed=0):
@@ -86,16 +89,14 @@ def test_legacy_matches_bilinear_reference(shape):
     np.testing.assert_allclose(out, expected, atol=5e-5)
 
 
-@pytest.mark.parametrize("shape", [(2, 37, 53, 3), (1, 400, 512, 3), (2, 299, 64, 3)])
+@pytest.mark.parametrize("shape", goldens.RESIZE_SHAPES)
 def test_legacy_matches_torch_interpolate(shape):
-    torch = pytest.importorskip("torch")
-    images = _images(shape, seed=3)
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-    expected = torch.nn.functional.interpolate(
-        x, size=(299, 299), mode="bilinear", align_corners=False
-    )
-    out = resize_for_inception(images, mode="legacy")
-    np.testing.assert_allclose(out, expected.numpy().transpose(0, 2, 3, 1), rtol=0, atol=1e-6)
+    stored = goldens.load(goldens.RESIZE_FILE)
+    key = goldens.resize_key(shape)
+    index, expected = stored[f"{key}/index"], stored[f"{key}/value"]
+    assert len(index) > goldens.RESIZE_PIXELS  # the random pixels and the corners
+    out = resize_for_inception(goldens.resize_images(shape), mode="legacy")
+    np.testing.assert_allclose(out[tuple(index.T)], expected, rtol=0, atol=1e-6)
 
 
 def test_modes_differ_on_high_frequencies():

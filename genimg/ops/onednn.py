@@ -10,14 +10,15 @@ dilation, one group, non-negative padding, CPU backend) and `lax.conv_general_di
 otherwise. Under `vmap` the custom calls run once per batch element (`vmap_method="sequential"`):
 correct but slow; the models never vmap over convolutions.
 
-The extension is built by `pip install -e '.[onednn]'` (optional: the install succeeds without
-a compiler, the backend is then unavailable). It is compiled against oneDNN's headers only;
-here `libdnnl.so.3` is loaded with RTLD_GLOBAL, then the extension. The library comes from the
-`onednn-cpu-gomp` wheel (oneDNN 3.2, CPU only, GNU OpenMP; the `onednn` extra), else from the
-`onednn` wheel (a SYCL build: its CPU engine is served by the OpenCL CPU runtime of
-`intel-opencl-rt`, found through `OCL_ICD_FILENAMES`, which is then set here when unset).
-`GENIMG_ONEDNN_LIB=/path/to/libdnnl.so.3` picks another oneDNN build; the extension must have
-been compiled against the same oneDNN version's headers.
+The extension is built by `pip install -e '.[onednn]'` on Linux x86-64, the one platform with
+oneDNN wheels (optional: elsewhere, or without a compiler, the install succeeds and the backend
+is unavailable; asking for it then raises a one-line `ConfigError` that names the fix). It is
+compiled against oneDNN's headers only; here `libdnnl.so.3` is loaded with RTLD_GLOBAL, then the
+extension. The library comes from the `onednn-cpu-gomp` wheel (oneDNN 3.2, CPU only, GNU OpenMP;
+the `onednn` extra), else from the `onednn` wheel (a SYCL build: its CPU engine is served by the
+OpenCL CPU runtime of `intel-opencl-rt`, found through `OCL_ICD_FILENAMES`, which is then set
+here when unset). `GENIMG_ONEDNN_LIB=/path/to/libdnnl.so.3` picks another oneDNN build; the
+extension must have been compiled against the same oneDNN version's headers.
 
 Measured 2026-11-25 on the 2-core AVX-512 CPU machines (oneDNN 3.13, jax 0.10.2, batch 64,
 benchmarks/train_throughput.py, best of alternating runs): DCGAN step 229 -> 175 ms, DCGAN at
@@ -32,6 +33,7 @@ import functools
 import glob
 import importlib.machinery
 import os
+import platform
 import re
 import sys
 import threading
@@ -41,12 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from genimg.errors import ConfigError
+
 _TARGETS = {
     "fwd": ("genimg_onednn_conv_fwd", "GenimgOnednnConvFwd"),
     "bwd_data": ("genimg_onednn_conv_bwd_data", "GenimgOnednnConvBwdData"),
     "bwd_weights": ("genimg_onednn_conv_bwd_weights", "GenimgOnednnConvBwdWeights"),
 }
-_HINT = "install with pip install -e '.[onednn]' (needs a C++ compiler)"
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _lock = threading.Lock()
 _state: dict = {}  # "error": str | None once loading was tried
@@ -132,17 +135,30 @@ def is_available() -> bool:
     return _load() is None
 
 
+def _hint() -> str:
+    """The fix: the install where oneDNN has wheels (Linux x86-64), the XLA convs elsewhere."""
+    if sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64"):
+        return (
+            "install it with pip install -e '.[onednn]' (needs a C++ compiler), "
+            "or set model.conv_backend=xla"
+        )
+    return (
+        f"it needs Linux x86-64 (oneDNN has no wheels for {sys.platform} "
+        f"{platform.machine()}): set model.conv_backend=xla"
+    )
+
+
 def unavailable_reason() -> str | None:
     """Why `is_available()` is False, as one actionable line; None when it is available."""
     error = _load()
-    return None if error is None else f"oneDNN conv backend unavailable: {error}; {_HINT}"
+    return None if error is None else f"oneDNN conv backend unavailable: {error}; {_hint()}"
 
 
 def require() -> None:
-    """Raises RuntimeError with `unavailable_reason()` unless the backend is available."""
+    """Raises `ConfigError` (one line, with the fix) unless the backend is available."""
     reason = unavailable_reason()
     if reason is not None:
-        raise RuntimeError(reason)
+        raise ConfigError(reason)
 
 
 def _call(op: str, out_shape, a, b, strides, padding):
@@ -253,7 +269,7 @@ def conv(x, w, strides=(1, 1), padding=((0, 0), (0, 0))):
     """`lax.conv_general_dilated(x, w, strides, padding, ("NHWC", "HWIO", "NHWC"))` in oneDNN.
 
     x [N, H, W, C] and w [KH, KW, C, O], float32; padding is explicit ((lo, hi), (lo, hi)),
-    each >= 0. Raises RuntimeError (one line, with the fix) when the backend is unavailable.
+    each >= 0. Raises `ConfigError` (one line, with the fix) when the backend is unavailable.
     """
     require()
     strides, padding = _normalize(strides, padding)
@@ -359,7 +375,7 @@ def check_conv_backend(backend: str) -> None:
 def conv_fn(backend: str):
     """The `conv_general_dilated` to use for `backend` ("xla" | "onednn").
 
-    "onednn" raises RuntimeError (one line, with the fix) if the backend is unavailable, so a
+    "onednn" raises `ConfigError` (one line, with the fix) if the backend is unavailable, so a
     run that asked for it never silently measures XLA instead.
     """
     check_conv_backend(backend)
