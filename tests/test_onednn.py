@@ -124,7 +124,6 @@ def test_drop_in_uses_onednn_only_where_supported(backend):
         "lhs_dilation": ((x, w, (1, 1), ((1, 1), (1, 1))), dict(lhs_dilation=(2, 2))),
         "groups": ((x, w2, (1, 1), "SAME"), dict(feature_group_count=2)),
         "bf16": ((x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), (1, 1), "SAME"), {}),
-        "negative_padding": ((x, w, (1, 1), ((-1, 1), (0, 0))), {}),
         "default_nchw": ((x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), (1, 1), "SAME"), {}),
     }
     for name, (args, kw) in fallbacks.items():
@@ -135,6 +134,23 @@ def test_drop_in_uses_onednn_only_where_supported(backend):
         np.testing.assert_array_equal(
             onednn.conv_general_dilated(*args, **kw), lax.conv_general_dilated(*args, **kw)
         )
+
+
+def test_negative_padding_is_a_crop(backend):
+    # XLA's CPU conv reads past the input for padding ((-1, 1), ...); the drop-in crops first,
+    # on the oneDNN path and on the lax fallback (NCHW here) alike.
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 4))
+    w = jax.random.normal(jax.random.key(4), (3, 3, 4, 6))
+    want = lax.conv_general_dilated(
+        x[:, 1:, :7], w, (1, 1), ((0, 1), (2, 0)), dimension_numbers=NHWC
+    )
+    pads = ((-1, 1), (2, -1))
+    got = onednn.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=NHWC)
+    _close(got, want)
+    nchw = onednn.conv_general_dilated(
+        x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), (1, 1), pads
+    )
+    _close(nchw.transpose(0, 2, 3, 1), want)
 
 
 def test_one_trace_per_shape(backend):

@@ -320,6 +320,27 @@ def _supported(
     return padding
 
 
+def _crop_negative_padding(lhs, rhs, padding, lhs_dilation, dimension_numbers):
+    """(lhs cropped, padding >= 0) for explicit negative padding without lhs dilation."""
+    if isinstance(padding, str) or any(d != 1 for d in (lhs_dilation or ())):
+        return lhs, padding
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if min(min(p) for p in padding) >= 0:
+        return lhs, padding
+    if dimension_numbers is None:
+        spatial = tuple(range(2, lhs.ndim))
+    else:
+        spatial = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers).lhs_spec[2:]
+    if len(spatial) != len(padding):
+        return lhs, padding
+    for dim, (lo, hi) in zip(spatial, padding, strict=True):
+        start, stop = max(0, -lo), lhs.shape[dim] - max(0, -hi)
+        if stop <= start:
+            return lhs, padding  # nothing left: let lax report it
+        lhs = lax.slice_in_dim(lhs, start, stop, axis=dim)
+    return lhs, tuple((max(0, lo), max(0, hi)) for lo, hi in padding)
+
+
 def conv_general_dilated(
     lhs,
     rhs,
@@ -333,7 +354,13 @@ def conv_general_dilated(
     precision=None,
     preferred_element_type=None,
 ):
-    """`lax.conv_general_dilated`, computed by oneDNN where supported (see the module doc)."""
+    """`lax.conv_general_dilated`, computed by oneDNN where supported (see the module doc).
+
+    Negative explicit padding is applied as a crop of `lhs` first, on both paths: XLA's CPU
+    convolution reads past the input when one side of a dimension is negative and the other
+    positive (jax 0.10, e.g. padding ((-1, 1), (0, 0))), and a crop is exact.
+    """
+    lhs, padding = _crop_negative_padding(lhs, rhs, padding, lhs_dilation, dimension_numbers)
     pads = _supported(
         lhs,
         rhs,
