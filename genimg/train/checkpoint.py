@@ -13,11 +13,13 @@ of another model (different shapes) is not corruption: it is a one-line error.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import pathlib
 import shutil
 import sys
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +45,15 @@ class CheckpointError(UserError):
     """No usable checkpoint, or one that belongs to another model; the message is one line."""
 
 
+def finished_steps(workdir) -> list[int]:
+    """The steps of ``workdir``'s finished checkpoints: step folders under their final name
+    (Orbax renames a checkpoint into place once it is written), as they are on disk."""
+    directory = pathlib.Path(workdir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
 def checkpoint_manager(
     workdir, max_to_keep: int = 3, read_only: bool = False
 ) -> ocp.CheckpointManager:
@@ -53,7 +64,8 @@ def checkpoint_manager(
     goes on) never touches the folder."""
     directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
+        max_to_keep=None if read_only else max_to_keep,
+        save_interval_steps=0 if read_only else 1,
         create=not read_only,
         cleanup_tmp_directories=not read_only,
         read_only=read_only,
@@ -76,37 +88,73 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
         return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
 
+def _in_orbax(filename: str) -> bool:
+    return "/orbax/" in filename.replace("\\", "/")
+
+
 class _DropOrbaxRecords(logging.Filter):
+    """Drops the log records of Orbax (absl logger) and of its asyncio tasks (asyncio
+    logger: "Task exception was never retrieved" for a write that failed)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "/orbax/" not in record.pathname.replace("\\", "/")
+        if _in_orbax(record.pathname):
+            return False
+        if record.exc_info and record.exc_info[2] is not None:
+            frames = traceback.extract_tb(record.exc_info[2])
+            if any(_in_orbax(frame.filename) for frame in frames):
+                return False
+        try:
+            return not _in_orbax(record.getMessage())
+        except Exception:  # noqa: BLE001 (a record whose arguments do not format)
+            return True
 
 
-def _drop_closed_loop_errors(previous):
+def _orbax_leftover(unraisable) -> bool:
+    """An error nobody can receive any more, from a read or write Orbax gave up on: a
+    TensorStore callback into a closed event loop, or an abandoned Orbax coroutine."""
+    err, obj = unraisable.exc_value, unraisable.object
+    if isinstance(err, RuntimeError) and str(err) == "Event loop is closed":
+        return True
+    code = getattr(obj, "cr_code", None)
+    return code is not None and _in_orbax(code.co_filename)
+
+
+def _drop_orbax_leftovers(previous):
     def hook(unraisable) -> None:
-        err = unraisable.exc_value
-        if isinstance(err, RuntimeError) and str(err) == "Event loop is closed":
-            return
-        previous(unraisable)
+        if not _orbax_leftover(unraisable):
+            previous(unraisable)
 
+    hook.drops_orbax_leftovers = True
     return hook
+
+
+def _install_unraisable_filter() -> None:
+    if not getattr(sys.unraisablehook, "drops_orbax_leftovers", False):
+        sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
+
+
+_LOG_FILTER = _DropOrbaxRecords()
 
 
 @contextlib.contextmanager
 def quiet_orbax():
-    """Orbax reports every problem of a checkpoint it reads or writes at ERROR, with a
-    traceback per thread, and a failed write makes TensorStore's callbacks print "Event loop is
-    closed" tracebacks; the problem itself reaches the caller as an exception, which genimg
-    reports once, in one line. So while it works, Orbax's log records and those tracebacks
-    are dropped (everything else passes)."""
-    logger = logging.getLogger("absl")
-    drop = _DropOrbaxRecords()
-    logger.addFilter(drop)
+    """Orbax reports each problem of a checkpoint it reads or writes at ERROR, with a
+    traceback per thread (also after the fact, from its background threads), and a failed read
+    or write leaves asyncio tasks and TensorStore callbacks that print more tracebacks when
+    they are collected. The problem itself reaches genimg as an exception, which it reports
+    once, in one line. So once genimg has touched a checkpoint, Orbax's log records and those
+    leftovers are dropped for the rest of the process (nothing else is); inside this context,
+    what a failed read left behind is collected before it ends."""
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
+    _install_unraisable_filter()
     previous = sys.unraisablehook
-    sys.unraisablehook = _drop_closed_loop_errors(previous)
     try:
         yield
     finally:
-        logger.removeFilter(drop)
+        gc.collect()  # finalize a failed read's leftovers while the filter is surely in place
         sys.unraisablehook = previous
 
 
@@ -216,7 +264,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, quarantine=No
                 manager.reload()  # it still lists the steps moved aside
             if bad:
                 log.warning(
-                    "resuming from step %d instead of the unreadable step(s) %s",
+                    "using checkpoint step %d instead of the unreadable step(s) %s",
                     step,
                     ", ".join(str(s) for s, _ in bad),
                 )

@@ -34,6 +34,7 @@ steps queue up on the device in between.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -221,8 +222,9 @@ class _Writers:
         self.tb.image(step, picture)
 
     def close(self) -> None:
-        self.jsonl.close()
-        self.tb.close()
+        if not self.jsonl.closed:
+            self.jsonl.close()
+            self.tb.close()
 
 
 def _check_train_config(tc) -> None:
@@ -311,16 +313,6 @@ class _Trainer:
         self.init_rng, self.step_rng, self.sample_rng = jax.random.split(
             jax.random.key(self.tc.seed), 3
         )
-        try:  # a model that cannot be built from the config fails here, before any write
-            self.initial_state = jax.jit(family.init_state)(self.init_rng)  # one compile
-            self.step_fn = self._compile(family)
-        except ValueError as err:
-            reason = _first_line(err)
-            raise ConfigError(f"cannot build the '{family.name}' model: {reason}") from err
-        self.treedef = jax.tree.structure(self.initial_state)
-        self.sample_fn = None
-        if family.sample is not None and self.tc.sample_every:
-            self.sample_fn = jax.jit(family.sample, static_argnums=2)
         self.pending: list[tuple[int, dict]] = []
         self.last_saved = 0  # the newest checkpoint known to be on disk
         self.saving: int | None = None  # the step of a save in flight
@@ -345,26 +337,47 @@ class _Trainer:
 
     # --- the run ----------------------------------------------------------------------------
 
+    def _build(self) -> None:
+        family = self.family
+        try:  # a model that cannot be built from the config fails here, before any write
+            self.initial_state = jax.jit(family.init_state)(self.init_rng)  # one compile
+            self.step_fn = self._compile(family)
+        except ValueError as err:
+            reason = _first_line(err)
+            raise ConfigError(f"cannot build the '{family.name}' model: {reason}") from err
+        self.treedef = jax.tree.structure(self.initial_state)
+        self.sample_fn = None
+        if family.sample is not None and self.tc.sample_every:
+            self.sample_fn = jax.jit(family.sample, static_argnums=2)
+
     def run(self):
         tc, workdir = self.tc, self.workdir
+        # Read-only checks first: a resumed run with another model or data fails at once.
+        self.changes = {}
+        if ckpt.finished_steps(workdir):
+            self.changes = workdir_lib.check_resume(workdir, run_record(self.config), self.run_info)
+        self._build()
         # Orbax's files take about 1.2x the arrays' bytes (metadata, small-array copies).
         need = 2 * (_tree_bytes(self.initial_state) * 5 // 4 + 2**16)
         workdir_lib.prepare(workdir, need, "two checkpoints of this model")
         with _StopSignals() as signals, workdir_lib.RunLock(workdir), ckpt.quiet_orbax():
             self.manager = ckpt.checkpoint_manager(workdir, tc.keep_checkpoints)
             try:
-                start = self._resume()
-                return self._loop(start, signals)
-            finally:
+                state = self._loop(self._resume(), signals)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the error in flight is the one to tell
+                    self.manager.close()
+                raise
+            try:
                 self.manager.close()
+            except Exception as err:
+                raise self._save_error(err) from err
+            return state
 
     def _resume(self) -> int:
-        """Check the config against the run's, restore the newest good checkpoint, then
-        rewrite the run files for this run. Returns the step to start from."""
+        """Restore the newest good checkpoint, then rewrite the run files for this run.
+        Returns the step to start from."""
         workdir = self.workdir
-        changes = {}
-        if self.manager.all_steps():
-            changes = workdir_lib.check_resume(workdir, run_record(self.config), self.run_info)
         start, restored = ckpt.restore_latest(
             self.manager, self.initial_state, quarantine=workdir / ckpt.QUARANTINE_DIR
         )
@@ -376,7 +389,7 @@ class _Trainer:
             self._use_learning_rate_scale(self.rollbacks.lr_scale)
         self._set_state(self.initial_state if restored is None else restored)
         write_run_files(workdir, self.config, self.run_info)
-        workdir_lib.record_changes(workdir, start, changes)
+        workdir_lib.record_changes(workdir, start, self.changes)
         workdir_lib.trim_jsonl(workdir / workdir_lib.METRICS_FILE, start)
         workdir_lib.remove_temporary_files(workdir)
         self.writers = self._open_writers(start)
@@ -407,10 +420,13 @@ class _Trainer:
                 except _NonFinite as bad:
                     step = self._recover(bad)
             self._wait_for_saves()
+            self.writers.close()
         except OSError as err:
             reason = workdir_lib.disk_error(err)
             if reason is None:
                 raise
+            with contextlib.suppress(Exception):  # to name the newest checkpoint on disk
+                self._wait_for_saves()
             raise TrainingError(
                 f"cannot write to {self.workdir}: {reason}; the last checkpoint is step "
                 f"{self.last_saved}: free space (or fix the folder) and rerun the same command "
@@ -418,7 +434,8 @@ class _Trainer:
             ) from err
         finally:
             self.bar.close()
-            self.writers.close()
+            with contextlib.suppress(Exception):  # closed above unless an error is in flight
+                self.writers.close()
         return self.host_state()
 
     def _after_step(self, done: int) -> None:
@@ -502,7 +519,7 @@ class _Trainer:
         reason = workdir_lib.disk_error(err)
         if reason is None:
             return err
-        kept = [s for s in self.manager.all_steps() if s != self.saving]
+        kept = [s for s in ckpt.finished_steps(self.workdir) if s != self.saving]
         intact = f"those of step(s) {', '.join(map(str, kept))} are intact" if kept else "none"
         return TrainingError(
             f"cannot save the checkpoint of step {self.saving} in {self.manager.directory}: "

@@ -144,7 +144,8 @@ def prepare(workdir, need_bytes: int = 0, what: str = "") -> pathlib.Path:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as err:
-        raise WorkdirError(f"the workdir {workdir} is not writable: {os_reason(err)}") from err
+        reason = err.strerror or str(err)  # not the probe's random file name
+        raise WorkdirError(f"the workdir {workdir} is not writable: {reason}") from err
     check_free_space(workdir, need_bytes, what)
     return workdir
 
