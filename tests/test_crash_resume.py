@@ -42,8 +42,11 @@ KINDS = (
     "restore",
 )
 EXTRA_KILLS = 1
+# Saves are asynchronous and a save waits for the previous one: a process killed at the 6th
+# step after its start has committed at least one new checkpoint (checkpoint_every=2).
+PROGRESS = 6
 N_RANGE = {  # which visit of the point kills (small: every kill comes before the run ends)
-    "step": (1, 4),
+    "step": (1, 6),
     "metrics_line": (1, 3),
     "tb_event": (1, 20),
     "png": (1, 2),
@@ -193,12 +196,13 @@ def test_kill_schedule_then_rerun_gives_the_uninterrupted_run(data_file, straigh
     todo += [rng.choice(KINDS) for _ in range(EXTRA_KILLS)]
     done = []
     while todo:
+        assert len(done) < 30, f"seed {SEED}: no progress after {done}"
         kind = next((k for k in todo if _feasible(k, workdir)), None)
         if kind is None:  # only checkpoint-dependent kinds are left: make progress first
-            kind = "step"
+            kind, n = "step", PROGRESS
         else:
             todo.remove(kind)
-        n = rng.randint(*N_RANGE[kind])
+            n = rng.randint(*N_RANGE[kind])
         result = _run(kind, n, data_file, workdir, GENIMG_TEST_KILL_LOG=kill_log)
         done.append(f"{kind}:{n}")
         schedule = f"seed {SEED}, kills so far {done}"

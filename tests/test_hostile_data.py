@@ -19,6 +19,7 @@ import pickle
 import signal
 import struct
 import tempfile
+import zipfile
 import zlib
 from unittest import mock
 
@@ -307,13 +308,29 @@ def hostile_npz(draw) -> dict:
     return contents
 
 
+def _npz_declaring(shape) -> bytes:
+    """An ``.npz`` whose ``images`` header declares ``shape`` (uint8) over 10 bytes of data."""
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        member, {"descr": "|u1", "fortran_order": False, "shape": shape}
+    )
+    member.write(b"\0" * 10)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as npz:
+        npz.writestr("images.npy", member.getvalue())
+    return out.getvalue()
+
+
 @st.composite
 def npz_files(draw):
     """The bytes of an ``.npz`` file: clean or hostile arrays, saved compressed or not, maybe
-    truncated; or random bytes."""
-    kind = draw(st.sampled_from(["clean"] * 5 + ["hostile"] * 4 + ["random"]))
+    truncated; a header that declares a huge array; or random bytes."""
+    kind = draw(st.sampled_from(["clean"] * 5 + ["hostile"] * 4 + ["random", "huge"]))
     if kind == "random":
         return draw(st.binary(max_size=300))
+    if kind == "huge":
+        sides = st.sampled_from([10**4, 2**20, 2**40])
+        return _npz_declaring(tuple(draw(st.lists(sides, min_size=2, max_size=4))))
     contents = draw(clean_npz() if kind == "clean" else hostile_npz())
     buffer = io.BytesIO()
     save = np.savez_compressed if draw(st.booleans()) else np.savez

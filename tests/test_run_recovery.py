@@ -212,6 +212,10 @@ def test_safe_keys_may_change_and_are_recorded(gan_run, tmp_path):
     assert changes == [{"step": 4, "changes": {"train.log_every": [2, 1], "train.steps": [4, 6]}}]
     recorded = json.loads((workdir / "config.json").read_text())
     assert recorded["train"]["steps"] == 6 and recorded["train"]["log_every"] == 1
+    # Rewritten through a temporary file, yet with the permissions of a plain write.
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    assert (workdir / "config.json").stat().st_mode == plain.stat().st_mode
     assert [m["step"] for m in logged_metrics(workdir)] == [2, 4, 5, 6]
 
 

@@ -192,11 +192,22 @@ def disk_error(err: BaseException) -> str | None:
 # --- atomic rewrites ----------------------------------------------------------------------
 
 
+def _file_mode() -> int:
+    """What ``open(path, "w")`` would give a new file (0o666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()  # read once, at import: setting the umask is process-wide
+
+
 def atomic_write_text(path, text: str) -> None:
     """Replace ``path`` by ``text`` at once: temporary file, fsync, rename, fsync the folder."""
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes it private (0600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
