@@ -38,6 +38,14 @@ def _config(steps=4, **train):
     return config
 
 
+@pytest.fixture(scope="module")
+def straight6(tmp_path_factory):
+    """An uninterrupted 6-step run: its final arrays and its log."""
+    workdir = tmp_path_factory.mktemp("straight6")
+    state = train_from_config(_config(6), workdir)
+    return jax.tree.leaves(state), logged_metrics(workdir)
+
+
 def _abstract(config):
     family = build_family(config, (8, 8, 1), 10)
     return jax.eval_shape(family.init_state, jax.random.key(0))
@@ -110,13 +118,14 @@ def test_an_unreadable_latest_checkpoint_is_moved_aside_and_the_previous_used(
     chex.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(want))
 
 
-def test_a_resume_past_a_truncated_checkpoint_reproduces_the_uninterrupted_run(gan_run, tmp_path):
+def test_a_resume_past_a_truncated_checkpoint_reproduces_the_uninterrupted_run(
+    gan_run, tmp_path, straight6
+):
     workdir = _copy(gan_run, tmp_path)
     _corrupt(workdir / "checkpoints" / "4", "truncated_file")
     resumed = train_from_config(_config(6), workdir)  # from step 2, not 4
-    straight = train_from_config(_config(6), tmp_path / "straight")
-    chex.assert_trees_all_equal(jax.tree.leaves(resumed), jax.tree.leaves(straight))
-    assert logged_metrics(workdir) == logged_metrics(tmp_path / "straight")
+    chex.assert_trees_all_equal(jax.tree.leaves(resumed), straight6[0])
+    assert logged_metrics(workdir) == straight6[1]
     assert (workdir / ckpt.QUARANTINE_DIR / "4").is_dir()
 
 
@@ -323,7 +332,7 @@ def test_too_little_free_space_is_one_error_before_training(tmp_path, monkeypatc
     assert not any((tmp_path / "run").iterdir())
 
 
-def test_a_failing_save_is_one_error_and_earlier_checkpoints_stay(tmp_path, monkeypatch):
+def test_a_failing_save_is_one_error_and_earlier_checkpoints_stay(tmp_path, monkeypatch, straight6):
     # Orbax renames a written checkpoint into place: the second one meets a full disk there.
     from orbax.checkpoint._src.path import async_path
 
@@ -347,9 +356,8 @@ def test_a_failing_save_is_one_error_and_earlier_checkpoints_stay(tmp_path, monk
     assert "earlier checkpoints: those of step(s) 2 are intact" in message
     monkeypatch.undo()  # space freed: the same command resumes from step 2
     resumed = train_from_config(_config(6), workdir)
-    straight = train_from_config(_config(6), tmp_path / "straight")
-    chex.assert_trees_all_equal(jax.tree.leaves(resumed), jax.tree.leaves(straight))
-    assert logged_metrics(workdir) == logged_metrics(tmp_path / "straight")
+    chex.assert_trees_all_equal(jax.tree.leaves(resumed), straight6[0])
+    assert logged_metrics(workdir) == straight6[1]
 
 
 FULL_DISK_SCRIPT = """
