@@ -10,7 +10,15 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """Something the user can fix: bad input, a bad setting, a missing file or run."""
+    """Something the user can fix: bad input, a bad setting, a missing file or run.
+
+    The message is one line: line breaks in it (from a path, a source string or a file's
+    contents quoted in it) are escaped as ``\\n``."""
+
+    def __init__(self, message="", *args):
+        if isinstance(message, str):
+            message = message.replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(message, *args)
 
 
 class ConfigError(UserError, ValueError):
