@@ -10,6 +10,9 @@
 - Errors the user can fix (`genimg.errors.UserError`, a missing file, a bad flag or config
   key) print one line ``error: <what and how to fix it>`` on stderr and exit 1, with no
   traceback; entry points check their inputs before they write anything.
+- A training run stopped by SIGTERM / SIGINT after saving (`genimg.errors.Interrupted`)
+  prints one line saying where to resume and exits 0 (SIGTERM) or 130 (SIGINT); Ctrl-C
+  anywhere else prints ``interrupted`` and exits 130.
 - The CPU defaults of ``genimg.platform`` are applied when the program starts, before jax
   creates its backends (set ``GENIMG_NO_CPU_DEFAULTS=1`` to opt out).
 """
@@ -26,7 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from genimg import platform
-from genimg.errors import UserError
+from genimg.errors import Interrupted, UserError
 
 FLAGS = flags.FLAGS
 # Errors that are the user's to fix: reported in one line, exit status 1, no traceback.
@@ -195,6 +198,12 @@ def run(
             main(values)
         except USER_ERRORS as err:
             fail(str(err))
+        except Interrupted as stop:  # a run that saved its state after SIGTERM / SIGINT
+            print(one_line(stop), file=sys.stderr)
+            sys.exit(stop.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop: nothing to save
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
 
     app.run(_main, flags_parser=parse)
 

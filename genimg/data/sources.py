@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import numbers
 import os
 import pathlib
@@ -70,6 +71,9 @@ _SYSTEM_COPIES = {
 }
 _SHORT_NAMES = ("mnist", "fashion_mnist", "kmnist", "cifar10")
 _DIGITS_NUM_TRAIN = 1438  # 80% of sklearn's 1797 digits, rounded up.
+# Labels are class ids 0..K-1 (a conditional model holds K embeddings): a larger id is a
+# corrupt or mis-encoded label file, not a data set.
+MAX_CLASSES = 2**16
 
 
 class DataError(UserError, ValueError):
@@ -174,6 +178,10 @@ def _finish(
 ) -> ImageData:
     """Applies `max_examples` and `image_size` and writes the description."""
     images, labels = loaded.images, loaded.labels
+    if images.shape[0] == 0:
+        raise DataError(f"{loaded.where} has no images for split '{split}'")
+    if 0 in images.shape[1:3]:
+        raise DataError(f"{loaded.where}: the images have no pixels (shape {images.shape})")
     if max_examples is not None:
         images = images[:max_examples]
         labels = None if labels is None else labels[:max_examples]
@@ -295,7 +303,7 @@ def parse_idx(data: bytes, name: str, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{name}: IDX header is truncated ({len(data)} bytes); re-download it")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected, found = int(np.prod(dims)), len(data) - header
+    expected, found = math.prod(dims), len(data) - header
     if found != expected:
         problem = "truncated" if found < expected else "too long"
         raise DataError(
@@ -409,6 +417,8 @@ def _read_image(path: pathlib.Path, mode: str) -> np.ndarray:
     """Decodes one image as uint8 [H, W, C] in `mode` ("L" or "RGB"; alpha is dropped)."""
     try:
         with Image.open(path) as image:
+            if image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")  # how Pillow asks for transparent palettes
             array = np.asarray(image.convert(mode))
     except _IMAGE_ERRORS as e:
         raise DataError(f"cannot read image {path}: {e}; delete or replace the file") from e
@@ -499,8 +509,11 @@ def _labels_and_classes(labels, count: int, name: str):
             f"{name}: labels must be integers of shape ({count},), got {labels.dtype} "
             f"{labels.shape}"
         )
-    if count and labels.min() < 0:
-        raise DataError(f"{name}: labels must be >= 0, found {labels.min()}")
+    if count and (labels.min() < 0 or labels.max() >= MAX_CLASSES):
+        raise DataError(
+            f"{name}: labels must be class ids 0..{MAX_CLASSES - 1}, found "
+            f"{labels.min()}..{labels.max()}; number the classes 0..K-1"
+        )
     return labels.astype(np.int32), (int(labels.max()) + 1 if count else None)
 
 
@@ -512,8 +525,8 @@ def _load_npz(file: str, split: str, image_size=None, max_examples=None) -> _Loa
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zlib.error) as e:
-        raise DataError(f"npz:{file}: cannot read it as .npz ({e})") from e
+    except Exception as e:  # noqa: BLE001 -- numpy/zipfile fail on bad bytes in many ways
+        raise DataError(f"npz:{file}: cannot read it as .npz ({_first_line(e)})") from e
     if "images" in arrays:
         image_key, label_key = "images", "labels"
     elif f"{split}_images" in arrays:
@@ -553,17 +566,37 @@ def _load_cifar_batches(directory: pathlib.Path, split: str) -> _Loaded:
     images, labels = [], []
     for name in names:
         path = directory / name
-        try:
-            with open(path, "rb") as f:
-                # The official CIFAR-10 distribution is pickled; only read trusted copies.
-                batch = pickle.load(f, encoding="bytes")
-            data = np.asarray(batch[b"data"], np.uint8)
-            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.append(np.asarray(batch[b"labels"], np.int32))
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-            raise DataError(f"cannot read CIFAR-10 batch {path}: {e}; re-download it") from e
+        images_i, labels_i = _read_cifar_batch(path)
+        images.append(images_i)
+        labels.append(labels_i)
     images, labels = np.concatenate(images), np.concatenate(labels)
     return _Loaded(images, labels, 10, f"cifar10-batches:{directory}", len(images))
+
+
+def _read_cifar_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, 32, 32, 3] and int32 [N] labels 0..9 of one CIFAR-10 python batch."""
+    fix = "re-download it"
+    try:
+        with open(path, "rb") as f:
+            # The official CIFAR-10 distribution is pickled; only read trusted copies.
+            batch = pickle.load(f, encoding="bytes")
+    except Exception as e:  # noqa: BLE001 -- unpickling bad bytes fails in many ways
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {_first_line(e)}; {fix}") from e
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{path} is not a CIFAR-10 batch (no b'data' and b'labels'); {fix}")
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(
+            f"{path}: data must be uint8 [N, 3072], got {data.dtype} {data.shape}; {fix}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(data),):
+        raise DataError(
+            f"{path}: labels must be {len(data)} integers, got {labels.dtype} {labels.shape}; {fix}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, labels.astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,7 +668,7 @@ def _load_tfds(
     shown_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:  # unknown, malformed
         raise DataError(
             f"TFDS has no dataset '{name}'; check the name at tensorflow.org/datasets/catalog "
             f"or use one of {SOURCES_HELP}"

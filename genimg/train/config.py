@@ -46,6 +46,9 @@ def train_block(**overrides) -> ConfigDict:
     block.sample_every = 500  # 0 = no sample grids (also for families that cannot sample)
     block.num_samples = 64  # images in each sample grid
     block.progress = True
+    block.on_nonfinite = "stop"  # "stop" | "rollback" (to the last good checkpoint)
+    block.max_rollbacks = 3  # "rollback": give up after this many
+    block.rollback_lr_scale = 0.5  # "rollback": learning rates (optim.*lr) times this, each time
     for key, value in overrides.items():
         if key not in block:
             raise KeyError(f"train_block has no key '{key}'")
