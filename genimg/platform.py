@@ -149,3 +149,81 @@ def configure_cpu_defaults() -> dict[str, str]:
     if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
         return {"xla_flags": "disabled", "malloc": "disabled"}
     return {"xla_flags": _configure_xla_flags(), "malloc": _configure_malloc()}
+
+
+# --- several processes (jax.distributed) ------------------------------------------------------
+
+DISTRIBUTED_MODES = ("auto", "on", "off")
+# Set by hand (or by a launcher) on clusters jax does not detect by itself.
+COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
+NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
+PROCESS_ID_ENV = "JAX_PROCESS_ID"
+
+
+def initialize_distributed(mode: str = "auto", timeout_s: int = 300) -> bool:
+    """Join the other processes of a multi-process run; True if this is one.
+
+    ``mode``: "auto" joins when ``JAX_COORDINATOR_ADDRESS`` is set (with ``JAX_NUM_PROCESSES``
+    and ``JAX_PROCESS_ID``, as a launcher or the user sets them); "on" always calls
+    ``jax.distributed.initialize()``, which finds the coordinator itself on TPU pod slices,
+    SLURM and Open MPI; "off" never joins. ``timeout_s`` bounds the wait for the other
+    processes at start-up and the heartbeat after which a silent peer ends the run (so a
+    crashed process cannot leave the others hanging). On CPU the collectives between
+    processes use gloo. Call it before anything initialises jax's backends. Idempotent.
+    """
+    if mode not in DISTRIBUTED_MODES:
+        raise ValueError(
+            f"unknown train.distributed {mode!r}; expected one of {', '.join(DISTRIBUTED_MODES)}"
+        )
+    import jax
+
+    if jax.distributed.is_initialized():
+        return True
+    address = os.environ.get(COORDINATOR_ENV)
+    if mode == "off" or (mode == "auto" and not address):
+        return False
+    kwargs = {}
+    for key, env in (("num_processes", NUM_PROCESSES_ENV), ("process_id", PROCESS_ID_ENV)):
+        if os.environ.get(env):
+            try:
+                kwargs[key] = int(os.environ[env])
+            except ValueError:
+                raise ValueError(f"{env}={os.environ[env]!r} is not an integer") from None
+    if _backends_initialized():
+        raise RuntimeError(
+            "jax.distributed must be initialised before jax's backends (the first array, jit "
+            "or jax.devices() call); initialise it first thing in the entry point"
+        )
+    if jax.config.jax_cpu_collectives_implementation is None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        address,
+        initialization_timeout=int(timeout_s),
+        heartbeat_timeout_seconds=max(int(timeout_s) // 3, 10),
+        **kwargs,
+    )
+    return True
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run's files (process 0; always true on one process)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def describe_devices() -> str:
+    """One line: the backend, the devices and (with several processes) this process's rank,
+    e.g. ``backend cpu: 4 devices (2 here: TFRT_CPU_0, TFRT_CPU_1), process 0 of 2``."""
+    import jax
+
+    local = jax.local_devices()
+    kinds = sorted({d.device_kind for d in local})
+    names = ", ".join(str(d) for d in local[:4]) + (", ..." if len(local) > 4 else "")
+    line = f"backend {jax.default_backend()} ({'/'.join(kinds)}): "
+    if jax.process_count() > 1:
+        line += f"{jax.device_count()} devices ({len(local)} here: {names}), "
+        line += f"process {jax.process_index()} of {jax.process_count()}"
+    else:
+        line += f"{len(local)} device{'s' if len(local) != 1 else ''} ({names})"
+    return line

@@ -4,6 +4,11 @@ The uint8 images are put on the device once; every step gathers its batch there 
 jitted ``take``. The order is a fresh permutation per epoch derived from ``(seed, epoch)``,
 so the batch of any step is a pure function of ``(seed, step)``: a resumed run sees exactly
 the batches an uninterrupted run sees. The last partial batch of an epoch is dropped.
+
+With several processes (``process_count > 1``) every process draws the same global batch
+indices and gathers only its own contiguous slice of them, which it splits over its local
+devices: process ``p``'s devices get exactly the rows that devices ``p * n_local ...`` get in a
+one-process run over all devices.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ def _permutation(key, n):
 
 
 @functools.partial(jax.jit, static_argnames=("batch", "n_devices", "scale"))
-def _gather(images, labels, perm, index, *, batch, n_devices, scale):
-    idx = jax.lax.dynamic_slice_in_dim(perm, index * batch, batch)
+def _gather(images, labels, perm, start, *, batch, n_devices, scale):
+    idx = jax.lax.dynamic_slice_in_dim(perm, start, batch)
     out = {"image": scale_images(jnp.take(images, idx, axis=0), scale)}
     if labels is not None:
         out["label"] = jnp.take(labels, idx, axis=0)
@@ -57,6 +62,8 @@ class TrainData:
         seed: int = 0,
         n_devices: int = 1,
         scale: str = "-1_1",
+        process_index: int = 0,
+        process_count: int = 1,
     ):
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(
@@ -70,13 +77,18 @@ class TrainData:
                 f"batch size {global_batch} is larger than the dataset ({n} images); "
                 "lower train.batch_size"
             )
-        if global_batch % n_devices:
+        if global_batch % (n_devices * process_count):
+            where = f"{n_devices} devices" + (
+                f" x {process_count} processes" if process_count > 1 else ""
+            )
             raise DataError(
-                f"batch size {global_batch} is not divisible by the {n_devices} devices; "
+                f"batch size {global_batch} is not divisible by the {where}; "
                 "set train.batch_size to a multiple of the device count"
             )
         self.num_examples = n
         self.global_batch = global_batch
+        self.process_batch = global_batch // process_count  # this process's rows of a batch
+        self.process_index = process_index
         self.n_devices = n_devices
         self.scale = scale
         self.steps_per_epoch = n // global_batch
@@ -96,8 +108,8 @@ class TrainData:
             self._images,
             self._labels,
             self._perm,
-            index,
-            batch=self.global_batch,
+            index * self.global_batch + self.process_index * self.process_batch,
+            batch=self.process_batch,
             n_devices=self.n_devices,
             scale=self.scale,
         )

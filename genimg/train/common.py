@@ -121,8 +121,16 @@ def replicate(tree, devices=None):
 
 
 def unreplicate(tree):
-    """The first device's copy of a replicated pytree."""
-    return jax.tree.map(lambda x: x[0], tree)
+    """The first local device's copy of a replicated pytree.
+
+    With several processes the copy is fetched to the host (numpy) without running a
+    computation: an indexing op would be one more launch on a device whose queue the
+    processes must keep in the same order (collectives), and may wait on the others."""
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: x[0], tree)
+    return jax.tree.map(
+        lambda x: np.asarray(x.addressable_data(0))[0] if isinstance(x, jax.Array) else x[0], tree
+    )
 
 
 def compile_step(train_step: TrainStep, n_devices: int, axis_name: str = "batch"):

@@ -39,6 +39,10 @@ def train_block(**overrides) -> ConfigDict:
     block.batch_size = 64  # global, split over the devices
     block.seed = 0
     block.num_devices = 0  # 0 = all local devices
+    # Several processes (jax.distributed): "auto" joins when JAX_COORDINATOR_ADDRESS is set,
+    # "on" lets jax find the cluster (TPU pod slice, SLURM, Open MPI), "off" never joins.
+    block.distributed = "auto"
+    block.distributed_timeout_s = 300  # wait for peers at start; heartbeat = a third of it
     block.log_every = 50
     block.log_norms = True  # gradient/parameter norms in the metrics
     block.checkpoint_every = 500

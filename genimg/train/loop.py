@@ -58,6 +58,7 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from genimg import data as data_lib
 from genimg import images as images_lib
+from genimg import platform
 from genimg.errors import ConfigError, Interrupted, UserError
 from genimg.train import checkpoint as ckpt
 from genimg.train import workdir as workdir_lib
@@ -206,6 +207,19 @@ class _TensorBoard:
         self._writer.close()
 
 
+class _NoWriters:
+    """The writers of a process other than 0: it logs nothing."""
+
+    def scalars(self, step: int, metrics: dict) -> None:
+        pass
+
+    def image(self, step: int, picture: np.ndarray) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _Writers:
     """metrics.jsonl + TensorBoard, opened once per (re)start."""
 
@@ -263,8 +277,8 @@ class _Rollbacks:
     """The rollbacks of a run (``rollbacks.json``): which steps' batches are skipped and how
     far the learning rates are scaled down."""
 
-    def __init__(self, workdir: pathlib.Path, start: int):
-        self.path = workdir / ROLLBACKS_FILE
+    def __init__(self, workdir: pathlib.Path, start: int, write: bool = True):
+        self.path, self.write = workdir / ROLLBACKS_FILE, write
         entries = []
         if self.path.exists():
             try:
@@ -293,7 +307,8 @@ class _Rollbacks:
         self._write()
 
     def _write(self) -> None:
-        workdir_lib.write_json(self.path, {"rollbacks": self.entries})
+        if self.write:
+            workdir_lib.write_json(self.path, {"rollbacks": self.entries})
 
 
 class _Trainer:
@@ -306,13 +321,18 @@ class _Trainer:
         self.family, self.data, self.callbacks = family, data, callbacks
         self.n_dev = data.n_devices
         self.run_info = dict(run_info or {}, image_shape=list(data.image_shape),
-                             n_devices=self.n_dev)  # fmt: skip
+                             n_devices=self.n_dev * jax.process_count())  # fmt: skip
+        if jax.process_count() > 1:
+            self.run_info["num_processes"] = jax.process_count()
         self.rebuild = rebuild or (
             lambda cfg: build_family(cfg, data.image_shape, self.run_info.get("num_classes"))
         )
         self.init_rng, self.step_rng, self.sample_rng = jax.random.split(
             jax.random.key(self.tc.seed), 3
         )
+        # With several processes (jax.distributed) all of them step, restore and save (Orbax
+        # saves collectively); only process 0 writes the logs, grids, run files and callbacks.
+        self.primary = platform.is_primary()
         self.pending: list[tuple[int, dict]] = []
         self.last_saved = 0  # the newest checkpoint known to be on disk
         self.saving: int | None = None  # the step of a save in flight
@@ -360,7 +380,8 @@ class _Trainer:
         # Orbax's files take about 1.2x the arrays' bytes (metadata, small-array copies).
         need = 2 * (_tree_bytes(self.initial_state) * 5 // 4 + 2**16)
         workdir_lib.prepare(workdir, need, "two checkpoints of this model")
-        with _StopSignals() as signals, workdir_lib.RunLock(workdir), ckpt.quiet_orbax():
+        lock = workdir_lib.RunLock(workdir) if self.primary else contextlib.nullcontext()
+        with _StopSignals() as signals, lock, ckpt.quiet_orbax():
             self.manager = ckpt.checkpoint_manager(workdir, tc.keep_checkpoints)
             try:
                 state = self._loop(self._resume(), signals)
@@ -379,30 +400,38 @@ class _Trainer:
         Returns the step to start from."""
         workdir = self.workdir
         start, restored = ckpt.restore_latest(
-            self.manager, self.initial_state, quarantine=workdir / ckpt.QUARANTINE_DIR
+            self.manager, self.initial_state, quarantine=self._quarantine()
         )
         if start:
             log.info("resumed from %s at step %d", self.manager.directory, start)
         self.last_saved = start
-        self.rollbacks = _Rollbacks(workdir, start)
+        self.rollbacks = _Rollbacks(workdir, start, write=self.primary)
         if self.rollbacks.entries:
             self._use_learning_rate_scale(self.rollbacks.lr_scale)
         self._set_state(self.initial_state if restored is None else restored)
-        write_run_files(workdir, self.config, self.run_info)
-        workdir_lib.record_changes(workdir, start, self.changes)
-        workdir_lib.trim_jsonl(workdir / workdir_lib.METRICS_FILE, start)
-        workdir_lib.remove_temporary_files(workdir)
+        if self.primary:
+            write_run_files(workdir, self.config, self.run_info)
+            workdir_lib.record_changes(workdir, start, self.changes)
+            workdir_lib.trim_jsonl(workdir / workdir_lib.METRICS_FILE, start)
+            workdir_lib.remove_temporary_files(workdir)
         self.writers = self._open_writers(start)
         return start
 
-    def _open_writers(self, start: int) -> _Writers:
+    def _quarantine(self) -> pathlib.Path | None:
+        """Where an unreadable checkpoint is moved (process 0 only moves files)."""
+        return self.workdir / ckpt.QUARANTINE_DIR if self.primary else None
+
+    def _open_writers(self, start: int) -> _Writers | _NoWriters:
+        if not self.primary:
+            return _NoWriters()
         old_events = any((self.workdir / "tb").glob("events.out.tfevents.*"))
         return _Writers(self.workdir, start + 1 if old_events else None)
 
     def _loop(self, start: int, signals: _StopSignals):
         tc = self.tc
         self.bar = tqdm.tqdm(total=tc.steps, initial=start, desc=self.workdir.name,
-                             dynamic_ncols=True, disable=not tc.progress, unit="step")  # fmt: skip
+                             dynamic_ncols=True, disable=not (tc.progress and self.primary),
+                             unit="step")  # fmt: skip
         self.t_log, self.steps_since_log = time.perf_counter(), 0
         step = start
         try:
@@ -446,9 +475,10 @@ class _Trainer:
             logged = self._flush()
             self.bar.set_postfix({k: f"{logged[k]:.3g}" for k in _bar_keys(logged)},
                                  refresh=False)  # fmt: skip
-        if self.sample_fn is not None and (done % tc.sample_every == 0 or is_last):
+        if self.primary and self.sample_fn is not None and (done % tc.sample_every == 0 or is_last):
             self.save_samples(done)
-        self._run_callbacks(done, is_last)
+        if self.primary:
+            self._run_callbacks(done, is_last)
         if save_now:
             self._save(done)
 
@@ -563,14 +593,15 @@ class _Trainer:
             )
         self.pending = []
         restored_step, restored = ckpt.restore_latest(
-            self.manager, self.initial_state, quarantine=self.workdir / ckpt.QUARANTINE_DIR
+            self.manager, self.initial_state, quarantine=self._quarantine()
         )
         self.last_saved = restored_step
         self.rollbacks.add(bad, restored_step, tc.rollback_lr_scale)
         changed = self._use_learning_rate_scale(self.rollbacks.lr_scale)
         self._set_state(self.initial_state if restored is None else restored)
         self.writers.close()
-        workdir_lib.trim_jsonl(self.workdir / workdir_lib.METRICS_FILE, restored_step)
+        if self.primary:
+            workdir_lib.trim_jsonl(self.workdir / workdir_lib.METRICS_FILE, restored_step)
         self.writers = self._open_writers(restored_step)
         total = self.rollbacks.lr_scale
         self.writers.scalars(restored_step, {"rollback": n + 1, "rollback_lr_scale": total,
@@ -627,6 +658,11 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
     """Load ``config.data``, build ``config.family`` and run the loop: what every experiment's
     ``main`` does. Returns the final (unreplicated) state."""
     dc, tc = config.data, config.train
+    try:
+        platform.initialize_distributed(tc.distributed, tc.distributed_timeout_s)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    log.info("%s", platform.describe_devices())
     loaded = data_lib.load(dc.source, dc.split, dc.image_size or None)
     log.info("data: %s", loaded.description)
 
@@ -644,6 +680,8 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
         seed=tc.seed,
         n_devices=num_devices(config),
         scale=family.data_scale,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     info = {"data": loaded.description, "num_classes": loaded.num_classes}
     return train(config, workdir, family, data, run_info=info, callbacks=callbacks, rebuild=build)

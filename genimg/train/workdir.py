@@ -53,6 +53,8 @@ RESUMABLE_KEYS = (
     "train.num_samples",
     "train.progress",
     "train.num_devices",
+    "train.distributed",
+    "train.distributed_timeout_s",
     "train.on_nonfinite",
     "train.max_rollbacks",
     "train.rollback_lr_scale",
