@@ -48,7 +48,9 @@ def one_line(err) -> str:
     """The useful part of a (possibly multi-line) error message, on one line."""
     text = str(err)
     if "Traceback (most recent call last)" in text:  # a config file raised: keep its last line
-        text = text.strip().splitlines()[-1]
+        # (ml_collections re-raises the config file's error type with the traceback in the
+        # message, and a `UserError` escapes the line breaks of its message)
+        text = text.replace("\\n", "\n").strip().splitlines()[-1]
     return " ".join(text.split())
 
 

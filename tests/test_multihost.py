@@ -52,8 +52,12 @@ def _two_processes(workdir, steps: int) -> list[str]:
     procs = [
         subprocess.Popen(
             cmd,
-            env=_env(2, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=2,
-                     JAX_PROCESS_ID=rank),  # fmt: skip
+            env=_env(
+                2,
+                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                JAX_NUM_PROCESSES=2,
+                JAX_PROCESS_ID=rank,
+            ),  # fmt: skip
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
