@@ -38,7 +38,7 @@ from genimg import data as data_lib
 from genimg import images as images_lib
 from genimg.errors import ConfigError, UserError
 from genimg.train import checkpoint as ckpt
-from genimg.train.common import compile_step, replicate, unreplicate
+from genimg.train.common import compile_step, replicate, to_unit_range, unreplicate
 from genimg.train.family import Family, build_family, family_location
 
 AXIS = "batch"
@@ -161,9 +161,13 @@ def train(
     if n_dev > 1:
         state = replicate(state, jax.local_devices()[:n_dev])
     host_state = unreplicate if n_dev > 1 else (lambda s: s)
-    sample_fn = None
+    sample_fn = translate_fn = None
     if family.sample is not None and tc.sample_every:
         sample_fn = jax.jit(family.sample, static_argnums=2)
+    elif family.translate is not None and data.input_shape is not None and tc.sample_every:
+        # Image-to-image families: the first examples of the data, translated (no noise).
+        fixed = data.first(min(tc.num_samples, data.num_examples))
+        translate_fn = jax.jit(family.translate)
 
     writers = _Writers(workdir)
     pending: list[tuple[int, dict]] = []
@@ -205,8 +209,16 @@ def train(
         return metrics
 
     def save_samples(step: int) -> None:
-        images, _ = jax.device_get(sample_fn(host_state(state), sample_rng, tc.num_samples))
-        picture = images_lib.make_grid(images)
+        if translate_fn is not None:
+            outputs = jax.device_get(translate_fn(host_state(state), fixed["input"]))
+            picture = images_lib.translation_grid(
+                images_lib.show_inputs(fixed["input"], data.input_classes),
+                outputs,
+                to_unit_range(fixed["image"], family.data_scale),
+            )
+        else:
+            images, _ = jax.device_get(sample_fn(host_state(state), sample_rng, tc.num_samples))
+            picture = images_lib.make_grid(images)
         images_lib.save_png(workdir / "samples" / f"step_{step:07d}.png", picture)
         writers.image(step, picture)
 
@@ -235,7 +247,8 @@ def train(
             if save_now:
                 ckpt.save(manager, done, host_state(state))
                 last_saved = done
-            if sample_fn is not None and (done % tc.sample_every == 0 or is_last):
+            drawing = sample_fn is not None or translate_fn is not None
+            if drawing and (done % tc.sample_every == 0 or is_last):
                 save_samples(done)
             run_callbacks(done, is_last)
         manager.wait_until_finished()
@@ -255,6 +268,25 @@ def _bar_keys(metrics: dict) -> list[str]:
     return [k for k in metrics if k.endswith("loss") or k == "loss"][:4]
 
 
+def check_inputs(family: Family, input_shape, source: str) -> None:
+    """An image-to-image family (``family.input_shape``) needs paired data whose inputs have
+    that shape; a one-line `ConfigError` otherwise. Other families ignore inputs."""
+    want = family.input_shape
+    if want is None:
+        return
+    if input_shape is None:
+        raise ConfigError(
+            f"family '{family.name}' translates paired inputs, but data source '{source}' has "
+            "none; use a paired: source (e.g. paired:labelmap:fashion_mnist, paired:folder:DIR)"
+        )
+    if tuple(input_shape) != tuple(want):
+        raise ConfigError(
+            f"family '{family.name}' was built for inputs {list(want)} but '{source}' gives "
+            f"{list(input_shape)}; set the model's input channels to {input_shape[-1]} (and "
+            "data.image_size to the size of the inputs)"
+        )
+
+
 def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
     """Load ``config.data``, build ``config.family`` and run the loop: what every experiment's
     ``main`` does. Returns the final (unreplicated) state."""
@@ -265,6 +297,7 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
         family = build_family(config, loaded.images.shape[1:], loaded.num_classes)
     except ValueError as err:  # a config value the family rejects
         raise ConfigError(f"config of family '{config.family}': {_first_line(err)}") from err
+    check_inputs(family, loaded.input_shape, dc.source)
     data = data_lib.TrainData(
         loaded.images,
         loaded.labels,
@@ -272,6 +305,8 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
         seed=tc.seed,
         n_devices=num_devices(config),
         scale=family.data_scale,
+        inputs=loaded.inputs,
+        input_classes=loaded.input_classes,
     )
     info = {"data": loaded.description, "num_classes": loaded.num_classes}
     return train(config, workdir, family, data, run_info=info, callbacks=callbacks)
