@@ -82,7 +82,7 @@ def _fit(x, y, l2, *, num_classes, max_iter, tol):
 
 
 def logistic_regression(
-    x, y, num_classes: int, l2: float, max_iter: int = 1000, tol: float = 1e-6
+    x, y, num_classes: int, l2: float, max_iter: int = 500, tol: float = 1e-5
 ) -> tuple[dict, int]:
     """``({"w": [D, K], "b": [K]}, iterations)`` minimising the mean cross-entropy of ``x``
     ``[N, D]``, integer ``y`` ``[N]``, plus ``l2 / 2 * ||w||^2``, with L-BFGS until the gradient
