@@ -108,8 +108,9 @@ def semantic_label_map(images: np.ndarray) -> np.ndarray:
 def edge_map(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W]: 1 on Canny edges, 0 elsewhere (see the module docstring)."""
     gy, gx, mag = _slope(_gray(images))
-    # Non-maximum suppression: keep pixels not smaller than both neighbours along the
-    # gradient direction, quantised to 0, 45, 90 and 135 degrees.
+    # Non-maximum suppression: keep pixels larger than the neighbour behind and not smaller
+    # than the one ahead along the gradient direction, quantised to 0, 45, 90 and 135
+    # degrees (a tie, as across a sharp step, keeps one pixel of the two).
     angle = np.rad2deg(np.arctan2(gy, gx)) % 180.0
     sector = (((angle + 22.5) // 45.0).astype(np.int64)) % 4  # 0: x, 1: diagonal, 2: y, 3: anti
     padded = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
@@ -121,7 +122,7 @@ def edge_map(images: np.ndarray) -> np.ndarray:
     offsets = {0: (0, 1), 1: (1, 1), 2: (1, 0), 3: (1, -1)}
     keep = np.zeros(mag.shape, bool)
     for s, (dy, dx) in offsets.items():
-        peak = (mag >= shifted(dy, dx)) & (mag >= shifted(-dy, -dx))
+        peak = (mag >= shifted(dy, dx)) & (mag > shifted(-dy, -dx))
         keep |= (sector == s) & peak
     thin = np.where(keep, mag, 0.0)
     strong = thin >= EDGE_HIGH
