@@ -26,7 +26,7 @@ def get_config(arg: str | None = None):
         data=config_lib.data_block(),
         model=bigan.model_config(),
         optim=bigan.optim_config(),
-        train=config_lib.train_block(steps=2000, log_every=100, keep_checkpoints=2),
+        train=config_lib.train_block(steps=1500, log_every=100, keep_checkpoints=2),
         eval=config_lib.eval_block(batch_size=500),
     )
     return config_lib.apply_presets(config, arg, {"tiny": tiny})
