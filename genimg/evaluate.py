@@ -29,7 +29,7 @@ BiGAN: recon,probe). Metric groups:
             its weights must be on disk, see README) or "domain:W" (a classifier run W,
             offline). The test split's features are cached. Image-to-image runs
             (pix2pix, CRN) are scored on their translations of the test inputs.
-  probe     any family with an encoder: linear-probe (logistic regression, optax L-BFGS) and
+  probe     any unconditional family with an encoder: linear-probe (logistic regression, optax L-BFGS) and
             1-NN (cosine) test accuracy of its frozen codes, fitted on the train split's
             labels (--num_train images). Without --workdir, --real=SOURCE probes raw pixels.
   translation, layout, figures (pix2pix, CRN)
@@ -74,11 +74,12 @@ PROBE = "probe"
 
 def available_metrics(family) -> list[str]:
     """The metric groups ``family`` supports: its own, sample quality if it samples or
-    translates, the linear / 1-NN probe if it encodes."""
+    translates, the linear / 1-NN probe if it encodes without labels (a conditional encoder
+    is given the class, so a probe of its codes would read the answer)."""
     groups = list(family.eval_groups)
     if family.sample is not None or family.translate is not None:
         groups += list(SAMPLE_QUALITY)
-    if family.encode is not None:
+    if family.encode is not None and not family.conditional:
         groups.append(PROBE)
     return groups
 

@@ -282,8 +282,7 @@ def check_inputs(family: Family, input_shape, source: str) -> None:
     if tuple(input_shape) != tuple(want):
         raise ConfigError(
             f"family '{family.name}' was built for inputs {list(want)} but '{source}' gives "
-            f"{list(input_shape)}; set the model's input channels to {input_shape[-1]} (and "
-            "data.image_size to the size of the inputs)"
+            f"{list(input_shape)}; set the model's input channels to {input_shape[-1]}"
         )
 
 
