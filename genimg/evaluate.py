@@ -29,9 +29,10 @@ BiGAN: recon,probe). Metric groups:
             its weights must be on disk, see README) or "domain:W" (a classifier run W,
             offline). The test split's features are cached. Image-to-image runs
             (pix2pix, CRN) are scored on their translations of the test inputs.
-  probe     any unconditional family with an encoder: linear-probe (logistic regression, optax L-BFGS) and
-            1-NN (cosine) test accuracy of its frozen codes, fitted on the train split's
-            labels (--num_train images). Without --workdir, --real=SOURCE probes raw pixels.
+  probe     any unconditional family with an encoder: linear-probe (logistic regression,
+            optax L-BFGS) and 1-NN (cosine) test accuracy of its frozen codes, fitted on the
+            train split's labels (--num_train images). Without --workdir, --real=SOURCE
+            probes raw pixels.
   translation, layout, figures (pix2pix, CRN)
             L1/MSE/PSNR/SSIM of the translations against the true images; mean IoU of their
             label/edge map with the input map; input | output | truth grids.
