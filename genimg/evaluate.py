@@ -146,7 +146,7 @@ def run(
     if untrained:
         results["untrained_seed"] = seed
     dc = config.data
-    batch = int(batch_size or config.eval.batch_size)
+    batch = lambda: int(batch_size or config.eval.batch_size)  # noqa: E731 (GAN runs have none)
     test = None
     if groups or translating or PROBE in metrics:
         test = load(dc.source, split, dc.image_size or None, max_examples=num_images or None)
@@ -155,7 +155,7 @@ def run(
             images=test.images,
             labels=test.labels,
             workdir=workdir,
-            batch_size=batch,
+            batch_size=batch(),
             seed=seed,
             k=k,
             inputs=test.inputs,
@@ -171,7 +171,7 @@ def run(
         encode = lambda x: family.encode(state, x)  # noqa: E731
         results.update(
             _probe(
-                lambda images: probe_lib.encode_images(encode, images, batch),
+                lambda images: probe_lib.encode_images(encode, images, batch()),
                 train,
                 test,
                 seed,
@@ -184,7 +184,7 @@ def run(
             if test.inputs is None:
                 raise EvalError(f"'{family.name}' translates paired inputs; {dc.source} has none")
             inputs = test.inputs[:num_samples]
-            fakes = synthesis.translate_all(family, state, inputs, test.input_classes, batch)
+            fakes = synthesis.translate_all(family, state, inputs, test.input_classes, batch())
         else:
             fakes, _ = synthesis.generate(family, state, num_samples, seed)
         results.update(
