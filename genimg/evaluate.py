@@ -7,8 +7,15 @@
     python -m genimg.evaluate --fake=npz:samples.npz --real=fashion_mnist --metrics=fid,kid,pr \
         --extractor=domain:runs/classifier
 
+    python -m genimg.evaluate --workdir=runs/pix2pix --metrics=translation,layout,fid \
+        --extractor=domain:runs/classifier
+    python -m genimg.evaluate --workdir=runs/bigan --metrics=probe
+    python -m genimg.evaluate --workdir=runs/bigan --metrics=probe --untrained
+    python -m genimg.evaluate --real=fashion_mnist --metrics=probe
+
 Without --metrics, a run is evaluated on what its model family supports (VAE: nll,recon;
-autoencoder: recon; GAN: fid,kid,pr; classifier: accuracy). Metric groups:
+autoencoder: recon; GAN: fid,kid,pr; classifier: accuracy; pix2pix/CRN: translation,layout;
+BiGAN: recon,probe). Metric groups:
 
   nll       ELBO and importance-weighted NLL (IWAE, --k samples) in nats and bits/dim
   recon     MSE, PSNR and SSIM of reconstructions of the test images (a denoising
@@ -20,9 +27,21 @@ autoencoder: recon; GAN: fid,kid,pr; classifier: accuracy). Metric groups:
             against the test split: FID, KID, precision/recall/density/coverage, Inception
             Score, in the features of --extractor: "inception" (the standard FID network;
             its weights must be on disk, see README) or "domain:W" (a classifier run W,
-            offline). The test split's features are cached.
+            offline). The test split's features are cached. Image-to-image runs
+            (pix2pix, CRN) are scored on their translations of the test inputs.
+  probe     any unconditional family with an encoder: linear-probe (logistic regression,
+            optax L-BFGS) and 1-NN (cosine) test accuracy of its frozen codes, fitted on the
+            train split's labels (--num_train images). Without --workdir, --real=SOURCE
+            probes raw pixels.
+  translation, layout, figures (pix2pix, CRN)
+            L1/MSE/PSNR/SSIM of the translations against the true images; mean IoU of their
+            label/edge map with the input map; input | output | truth grids.
 
-The numbers are printed and merged into W/eval.json (or eval.json beside --fake's files).
+--untrained evaluates the family's freshly initialised state (seeded by --seed) instead of
+the checkpoint: the random-network baseline.
+
+The numbers are printed and merged into W/eval.json (W/eval_untrained.json with --untrained;
+eval.json beside --fake's files; the raw-pixel probe is only printed).
 """
 
 from __future__ import annotations
@@ -30,25 +49,40 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
+import numpy as np
+
 from genimg import cli, synthesis
 from genimg.data import DataError, load
 from genimg.errors import UserError
 from genimg.metrics import extractors as extractors_lib
+from genimg.metrics import probe as probe_lib
 from genimg.metrics.sample_quality import METRICS as SAMPLE_QUALITY
 from genimg.metrics.sample_quality import load_fake, sample_quality
 from genimg.train.checkpoint import restore_run
 from genimg.train.family import EvalData
 
 EVAL_FILE = "eval.json"
+UNTRAINED_EVAL_FILE = "eval_untrained.json"  # --untrained: kept apart from the run's numbers
 
 
 class EvalError(UserError, ValueError):
     """The requested evaluation does not apply to this run; the message is one line."""
 
 
+PROBE = "probe"
+
+
 def available_metrics(family) -> list[str]:
-    """The metric groups ``family`` supports: its own, plus sample quality if it samples."""
-    return list(family.eval_groups) + (list(SAMPLE_QUALITY) if family.sample else [])
+    """The metric groups ``family`` supports: its own, sample quality if it samples or
+    translates, the linear / 1-NN probe if it encodes without labels (a conditional encoder
+    is given the class, so a probe of its codes would read the answer)."""
+    groups = list(family.eval_groups)
+    if family.sample is not None or family.translate is not None:
+        groups += list(SAMPLE_QUALITY)
+    if family.encode is not None and not family.conditional:
+        groups.append(PROBE)
+    return groups
 
 
 def run(
@@ -64,6 +98,8 @@ def run(
     real: str | None = None,
     extractor: str = "inception",
     num_samples: int = 10000,
+    num_train: int = 0,
+    untrained: bool = False,
 ) -> dict:
     """Evaluate the run in ``workdir``; returns the results and merges them into ``eval.json``.
 
@@ -71,17 +107,28 @@ def run(
     groups compare ``num_samples`` samples of the run (or the images of ``fake``:
     ``npz:FILE`` / ``folder:DIR``, in which case ``workdir`` may be None and ``eval.json``
     goes beside them) with the ``split`` of ``real`` (default: the run's data source), in the
-    features of ``extractor``. Every input is checked before samples are drawn.
+    features of ``extractor``; an image-to-image family's samples are its translations of the
+    first ``num_samples`` test inputs. ``probe`` fits on the first ``num_train`` (0: all)
+    training images. ``untrained`` scores ``family.init_state(key(seed))`` instead of the
+    checkpoint. Every input is checked before samples are drawn.
     """
     if num_images < 0:
         raise EvalError(f"--num_images must be >= 0 (0 = the whole split), got {num_images}")
     if num_samples < 1:
         raise EvalError(f"--num_samples must be >= 1, got {num_samples}")
+    if num_train < 0:
+        raise EvalError(f"--num_train must be >= 0 (0 = the whole split), got {num_train}")
     if workdir is None:
+        if untrained:
+            raise EvalError("--untrained needs --workdir (a run whose family to initialise)")
+        if list(metrics or ()) == [PROBE]:
+            return _probe_pixels(real, split, num_images, num_train, seed)
         return _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed)
 
     workdir = pathlib.Path(workdir)
     config, family, state, _ = restore_run(workdir)
+    if untrained:
+        state = jax.jit(family.init_state)(jax.random.key(seed))
     metrics = list(metrics or family.default_metrics)
     supported = available_metrics(family) + ([] if fake is None else list(SAMPLE_QUALITY))
     unknown = [m for m in metrics if m not in supported]
@@ -91,28 +138,53 @@ def run(
             f"it supports {', '.join(dict.fromkeys(supported)) or 'none'}"
         )
     quality = [m for m in metrics if m in SAMPLE_QUALITY]
-    groups = [m for m in metrics if m not in SAMPLE_QUALITY]
+    groups = [m for m in metrics if m not in SAMPLE_QUALITY and m != PROBE]
     feature_net = extractors_lib.make_extractor(extractor) if quality else None  # fails early
+    translating = quality and fake is None and family.sample is None
 
     results: dict = {"step": int(state.step), "split": split}
-    if groups:
-        dc = config.data
+    if untrained:
+        results["untrained_seed"] = seed
+    dc = config.data
+    batch = lambda: int(batch_size or config.eval.batch_size)  # noqa: E731 (GAN runs have none)
+    test = None
+    if groups or translating or PROBE in metrics:
         test = load(dc.source, split, dc.image_size or None, max_examples=num_images or None)
+    if groups:
         data = EvalData(
             images=test.images,
             labels=test.labels,
             workdir=workdir,
-            batch_size=int(batch_size or config.eval.batch_size),
+            batch_size=batch(),
             seed=seed,
             k=k,
+            inputs=test.inputs,
+            input_classes=test.input_classes,
+            source=dc.source,
         )
         for name in groups:
             numbers = family.eval_groups[name](family, state, data)
             if numbers:  # "figures" adds none, and must not relabel earlier numbers' count
                 results.update(numbers, num_images=len(test.images))
+    if PROBE in metrics:
+        train = load(dc.source, "train", dc.image_size or None, max_examples=num_train or None)
+        encode = lambda x: family.encode(state, x)  # noqa: E731
+        results.update(
+            _probe(
+                lambda images: probe_lib.encode_images(encode, images, batch()),
+                train,
+                test,
+                seed,
+            )
+        )
     if quality:
         if fake is not None:
             fakes = load_fake(fake, num=num_samples)
+        elif translating:
+            if test.inputs is None:
+                raise EvalError(f"'{family.name}' translates paired inputs; {dc.source} has none")
+            inputs = test.inputs[:num_samples]
+            fakes = synthesis.translate_all(family, state, inputs, test.input_classes, batch())
         else:
             fakes, _ = synthesis.generate(family, state, num_samples, seed)
         results.update(
@@ -120,7 +192,29 @@ def run(
                 fakes, real or config.data.source, split, feature_net, quality, num_images, seed
             )
         )
-    return _write(workdir / EVAL_FILE, results)
+    return _write(workdir / (UNTRAINED_EVAL_FILE if untrained else EVAL_FILE), results)
+
+
+def _probe(features_fn, train, test, seed: int) -> dict:
+    """Linear-probe and 1-NN scores of ``features_fn`` (uint8 images -> [N, D]) fitted on
+    ``train`` and scored on ``test`` (`ImageData` with labels)."""
+    for part, name in ((train, "train"), (test, "test")):
+        if part.labels is None:
+            raise EvalError(f"metric group 'probe' needs labelled data; the {name} split has none")
+    scores = probe_lib.probe_scores(
+        features_fn(train.images), train.labels, features_fn(test.images), test.labels, seed
+    )
+    return dict(scores, probe_num_train=len(train.images), probe_num_test=len(test.images))
+
+
+def _probe_pixels(real, split, num_images, num_train, seed) -> dict:
+    """The probe on raw pixels of ``real`` (its train split against ``split``)."""
+    if real is None:
+        raise EvalError("--metrics=probe without --workdir probes raw pixels: give --real=SOURCE")
+    train = load(real, "train", max_examples=num_train or None)
+    test = load(real, split, max_examples=num_images or None)
+    pixels = lambda images: images.reshape(len(images), -1).astype(np.float32) / 255.0  # noqa: E731
+    return dict(_probe(pixels, train, test, seed), real=real, split=split, features="pixels")
 
 
 def _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed) -> dict:
@@ -192,6 +286,10 @@ def define_flags() -> None:
         "Features for fid/kid/pr/is: inception, inception:legacy or domain:W.",
     )
     cli.num_samples_flag(10000, "Samples drawn from the run (or first images of --fake).")
+    cli.define_integer("num_train", 0, "probe: fit on the first N training images (0 = all).", 0)
+    cli.define_bool(
+        "untrained", False, "Evaluate the family's random initial state, not the checkpoint."
+    )
 
 
 def main(args) -> None:
@@ -207,10 +305,15 @@ def main(args) -> None:
         real=args.real,
         extractor=args.extractor,
         num_samples=args.num_samples,
+        num_train=args.num_train,
+        untrained=args.untrained,
     )
     print(format_table(results))
-    where = pathlib.Path(args.workdir) if args.workdir else _fake_dir(args.fake)
-    print(f"written to {where / EVAL_FILE}")
+    if args.workdir:
+        name = UNTRAINED_EVAL_FILE if args.untrained else EVAL_FILE
+        print(f"written to {pathlib.Path(args.workdir) / name}")
+    elif args.fake:
+        print(f"written to {_fake_dir(args.fake) / EVAL_FILE}")
 
 
 if __name__ == "__main__":

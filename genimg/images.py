@@ -70,3 +70,38 @@ def write_npz(path, images: np.ndarray, labels: np.ndarray | None = None) -> Non
     arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
+
+
+def label_palette(num_classes: int) -> np.ndarray:
+    """The PASCAL VOC colour map: float [K, 3] in [0, 1], class 0 black."""
+    colours = np.zeros((num_classes, 3), np.float32)
+    for k in range(num_classes):
+        c, r, g, b = k, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours[k] = (r / 255.0, g / 255.0, b / 255.0)
+    return colours
+
+
+def show_inputs(inputs, input_classes: int | None = None) -> np.ndarray:
+    """Paired-data inputs float [N, H, W, C'] as pictures in [0, 1]: one-hot label maps
+    (``input_classes`` set) in `label_palette` colours, 1- or 3-channel inputs as they are,
+    any other channel count by its first channel."""
+    x = np.asarray(inputs, np.float32)
+    if input_classes:
+        return label_palette(input_classes)[np.argmax(x, axis=-1)]
+    return x if x.shape[-1] in (1, 3) else x[..., :1]
+
+
+def translation_grid(inputs, outputs, targets, per_row: int = 4) -> np.ndarray:
+    """uint8 grid of ``input | output | target`` triplets, ``per_row`` triplets per row; the
+    three float [N, H, W, *] arrays in [0, 1] are shown in RGB if any of them is."""
+    parts = [np.asarray(p, np.float32) for p in (inputs, outputs, targets)]
+    if any(p.shape[-1] == 3 for p in parts):
+        parts = [np.repeat(p, 3, axis=-1) if p.shape[-1] == 1 else p for p in parts]
+    n = len(parts[0])
+    triplets = np.stack(parts, axis=1).reshape(3 * n, *parts[0].shape[1:])
+    return make_grid(triplets, ncols=3 * min(per_row, n))

@@ -71,6 +71,31 @@ def gan_g_loss(kind: str, fake_logits: Array) -> tuple[Array, dict]:
     return jnp.mean(loss), {}
 
 
+def bigan_eg_loss(kind: str, real_logits: Array, fake_logits: Array) -> tuple[Array, dict]:
+    """Encoder + generator loss of a BiGAN / ALI, whose discriminator scores ``r = D(x, E(x))``
+    as real and ``f = D(G(z), z)`` as fake: the generator side of ``kind`` applied to both
+    pairs with their roles swapped (E wants its pairs called fake, G wants its pairs called
+    real).
+
+    - ``minimax``: ``-(D loss)``, the original objective (Donahue et al. 2017, Eq. 3).
+    - ``nonsaturating``: D's cross-entropy with flipped labels, ``-log D(G(z), z) -
+      log(1 - D(x, E(x)))`` (the paper's practical variant).
+    - ``hinge`` / ``wgan``: ``r - f`` (BigBiGAN's encoder-generator loss).
+    - ``lsgan``: ``((f - 1)^2 + r^2) / 2``, the least-squares targets swapped.
+    """
+    _check_gan_loss(kind)
+    r, f = real_logits, fake_logits
+    if kind == "lsgan":
+        loss_enc, loss_gen = 0.5 * jnp.square(r), 0.5 * jnp.square(f - 1.0)
+    elif kind == "minimax":
+        loss_enc, loss_gen = -jax.nn.softplus(-r), -jax.nn.softplus(f)
+    else:  # gan_g_loss of -r for the encoder: softplus(r) (nonsaturating), r (hinge, wgan)
+        loss_enc, _ = gan_g_loss(kind, -r)
+        loss_gen, _ = gan_g_loss(kind, f)
+    loss_enc, loss_gen = jnp.mean(loss_enc), jnp.mean(loss_gen)
+    return loss_enc + loss_gen, {"e_adv": loss_enc, "g_adv": loss_gen}
+
+
 def gradient_penalty(d_fn: Callable[[Array], Array], real: Array, fake: Array, rng: Array) -> Array:
     """WGAN-GP penalty (Gulrajani et al. 2017): ``E[(||grad D(x_hat)||_2 - 1)^2]``.
 

@@ -13,6 +13,7 @@ import numpy as np
 import tqdm
 
 from genimg import images as images_lib
+from genimg.data import decode_inputs
 from genimg.errors import UserError
 from genimg.train.family import Family
 
@@ -81,3 +82,38 @@ def latent_traversal(
     z = z.at[jnp.arange(dims * num_steps), rows].set(jnp.tile(values, dims))
     tiled = None if labels is None else jnp.repeat(labels, dims * num_steps)
     return family.decode(state, z, tiled)
+
+
+def translate_all(
+    family: Family,
+    state,
+    inputs: np.ndarray,
+    input_classes: int | None = None,
+    batch_size: int = 256,
+    rng=None,
+    progress: bool = True,
+) -> np.ndarray:
+    """uint8 ``[N, H, W, C]`` translations of paired-data inputs (uint8 ``[N, H, W, C']``, label
+    ids when ``input_classes`` is set) by an image-to-image family, in fixed-size batches (the
+    last one padded, so the network compiles once). ``rng`` turns the family's noise on."""
+    if family.translate is None:
+        raise UserError(f"family '{family.name}' does not translate inputs to images")
+    inputs = np.asarray(inputs)
+    fn = getattr(family, "_jitted_translate", None)
+    if fn is None:
+        fn = jax.jit(family.translate)
+        object.__setattr__(family, "_jitted_translate", fn)  # the record is frozen; a cache
+    batch = min(batch_size, len(inputs))
+    out = []
+    for start in tqdm.trange(
+        0, len(inputs), batch, desc="translating", unit="batch", disable=not progress
+    ):
+        chunk = inputs[start : start + batch]
+        keep = len(chunk)
+        if keep < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - keep, *chunk.shape[1:]), chunk.dtype)])
+        x = decode_inputs(chunk, input_classes)
+        key = None if rng is None else jax.random.fold_in(rng, start)
+        y = fn(state, x) if key is None else fn(state, x, key)
+        out.append(np.asarray(jax.device_get(y))[:keep])
+    return images_lib.to_uint8(np.concatenate(out))

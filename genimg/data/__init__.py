@@ -1,6 +1,8 @@
-"""Data: sources -> uint8 NHWC arrays (``load``) -> device-resident training batches."""
+"""Data: sources -> uint8 NHWC arrays (``load``; ``paired:`` sources add the inputs of
+image-to-image models) -> device-resident training batches."""
 
-from genimg.data.pipeline import TrainData, scale_images
-from genimg.data.sources import DataError, ImageData, load
+from genimg.data.paired import load
+from genimg.data.pipeline import TrainData, decode_inputs, scale_images
+from genimg.data.sources import DataError, ImageData
 
-__all__ = ["DataError", "ImageData", "TrainData", "load", "scale_images"]
+__all__ = ["DataError", "ImageData", "TrainData", "decode_inputs", "load", "scale_images"]

@@ -34,24 +34,40 @@ def scale_images(images, scale: str):
     raise ValueError(f"unknown pixel scale '{scale}'; expected one of {', '.join(SCALES)}")
 
 
+def decode_inputs(inputs, input_classes: int | None = None):
+    """Paired-data inputs as a model sees them: uint8 label ids [N, H, W, 1] -> one-hot
+    float32 [N, H, W, input_classes]; uint8 images -> float32 in [0, 1] (whatever the
+    family's pixel scale: the first layer of a translator absorbs any affine change)."""
+    if input_classes:
+        return jax.nn.one_hot(jnp.asarray(inputs)[..., 0], input_classes, dtype=jnp.float32)
+    return jnp.asarray(inputs, jnp.float32) / 255.0
+
+
 @functools.partial(jax.jit, static_argnums=(1,))
 def _permutation(key, n):
     return jax.random.permutation(key, n)
 
 
-@functools.partial(jax.jit, static_argnames=("batch", "n_devices", "scale"))
-def _gather(images, labels, perm, start, *, batch, n_devices, scale):
+@functools.partial(jax.jit, static_argnames=("batch", "n_devices", "scale", "input_classes"))
+def _gather(images, labels, inputs, perm, start, *, batch, n_devices, scale, input_classes):
     idx = jax.lax.dynamic_slice_in_dim(perm, start, batch)
     out = {"image": scale_images(jnp.take(images, idx, axis=0), scale)}
     if labels is not None:
         out["label"] = jnp.take(labels, idx, axis=0)
+    if inputs is not None:
+        out["input"] = decode_inputs(jnp.take(inputs, idx, axis=0), input_classes)
     if n_devices > 1:  # [n_devices, batch / n_devices, ...] for pmap
         out = jax.tree.map(lambda x: x.reshape((n_devices, -1) + x.shape[1:]), out)
     return out
 
 
 class TrainData:
-    """Deterministic, device-resident, per-epoch shuffled training batches."""
+    """Deterministic, device-resident, per-epoch shuffled training batches.
+
+    Paired data (``inputs``, see `genimg.data.paired`) adds ``"input"`` to every batch: the
+    input of each example, gathered with the same indices as its image (`decode_inputs`:
+    one-hot label maps when ``input_classes`` is set, else images in [0, 1]).
+    """
 
     def __init__(
         self,
@@ -64,10 +80,19 @@ class TrainData:
         scale: str = "-1_1",
         process_index: int = 0,
         process_count: int = 1,
+        inputs: np.ndarray | None = None,
+        input_classes: int | None = None,
     ):
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(
                 f"TrainData expects uint8 images [N, H, W, C], got {images.dtype} {images.shape}"
+            )
+        if inputs is not None and (
+            inputs.dtype != np.uint8 or inputs.shape[:3] != images.shape[:3]
+        ):
+            raise ValueError(
+                f"TrainData expects uint8 inputs [N, H, W, C'] like the images {images.shape}, "
+                f"got {inputs.dtype} {inputs.shape}"
             )
         if scale not in SCALES:
             raise ValueError(f"unknown pixel scale '{scale}'; expected one of {', '.join(SCALES)}")
@@ -95,11 +120,17 @@ class TrainData:
         self.image_shape = tuple(images.shape[1:])
         self._images = jax.device_put(images)
         self._labels = None if labels is None else jax.device_put(labels.astype(np.int32))
+        self._inputs = None if inputs is None else jax.device_put(inputs)
+        self.input_classes = int(input_classes) if input_classes else None
+        self.input_shape = None
+        if inputs is not None:
+            self.input_shape = (*inputs.shape[1:3], self.input_classes or inputs.shape[-1])
         self._key = jax.random.fold_in(jax.random.key(seed), 0x0DA7A)  # data stream of `seed`
         self._epoch, self._perm = -1, None
 
     def batch(self, step: int) -> dict:
-        """The batch of global step ``step``: ``{"image": float32, "label": int32}``."""
+        """The batch of global step ``step``: ``{"image": float32, "label": int32}`` (and
+        ``"input"`` for paired data)."""
         epoch, index = divmod(int(step), self.steps_per_epoch)
         if epoch != self._epoch:
             self._perm = _permutation(jax.random.fold_in(self._key, epoch), self.num_examples)
@@ -107,9 +138,19 @@ class TrainData:
         return _gather(
             self._images,
             self._labels,
+            self._inputs,
             self._perm,
             index * self.global_batch + self.process_index * self.process_batch,
             batch=self.process_batch,
             n_devices=self.n_devices,
             scale=self.scale,
+            input_classes=self.input_classes,
         )
+
+    def first(self, num: int) -> dict:
+        """The first ``num`` examples in stored order (``"image"`` in the family's scale,
+        ``"input"`` when paired), unsharded: the fixed examples of progress figures."""
+        out = {"image": scale_images(self._images[:num], self.scale)}
+        if self._inputs is not None:
+            out["input"] = decode_inputs(self._inputs[:num], self.input_classes)
+        return out

@@ -58,7 +58,7 @@ from genimg.errors import UserError
 
 SOURCES_HELP = (
     "tfds:NAME[:SPLIT], idx:DIR, folder:DIR, npz:FILE, digits, mnist, fashion_mnist, cifar10, "
-    "kmnist"
+    "kmnist, paired:(folder|folder_btoa|npz|labelmap|edges):..."
 )
 _LOCAL_ALTERNATIVES = (
     "idx:DIR (MNIST-format files), folder:DIR (PNG/JPEG), npz:FILE or digits, "
@@ -84,13 +84,18 @@ class DataError(UserError, ValueError):
 class ImageData:
     """A split held in host memory."""
 
-    images: np.ndarray  # uint8 [N, H, W, C], C in {1, 3}
+    images: np.ndarray  # uint8 [N, H, W, C], C in {1, 3}; the targets of paired data
     labels: np.ndarray | None  # int32 [N] or None
     num_classes: int | None
     description: str  # what was actually loaded; the run logs it
+    # Paired data (``paired:`` sources, `genimg.data.paired`): the input of each example,
+    # uint8 [N, H, W, C'] -- an image (C' channels, 0..255) or, when ``input_classes`` is
+    # set, a label map of class ids [N, H, W, 1] below ``input_classes``.
+    inputs: np.ndarray | None = None
+    input_classes: int | None = None
 
     def __post_init__(self):
-        images, labels = self.images, self.labels
+        images, labels, inputs = self.images, self.labels, self.inputs
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise DataError(
                 f"ImageData.images must be uint8 [N, H, W, C] with C in (1, 3), got "
@@ -101,6 +106,32 @@ class ImageData:
                 f"ImageData.labels must be int32 [{images.shape[0]}], got "
                 f"{labels.dtype} {labels.shape}"
             )
+        if inputs is None:
+            if self.input_classes is not None:
+                raise DataError("ImageData.input_classes is set but there are no inputs")
+            return
+        if inputs.dtype != np.uint8 or inputs.ndim != 4 or inputs.shape[:3] != images.shape[:3]:
+            raise DataError(
+                f"ImageData.inputs must be uint8 [{', '.join(map(str, images.shape[:3]))}, C] "
+                f"like the images, got {inputs.dtype} {inputs.shape}"
+            )
+        if self.input_classes is not None and (
+            inputs.shape[-1] != 1 or (inputs.size and int(inputs.max()) >= self.input_classes)
+        ):
+            raise DataError(
+                f"ImageData.inputs must be label maps [N, H, W, 1] with ids below "
+                f"input_classes={self.input_classes}, got shape {inputs.shape} with max "
+                f"{int(inputs.max()) if inputs.size else None}"
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int] | None:
+        """What a model sees of each input: ``(H, W, input_classes)`` for label maps (one-hot),
+        ``(H, W, C')`` for image inputs, None without inputs."""
+        if self.inputs is None:
+            return None
+        h, w, c = self.inputs.shape[1:]
+        return (h, w, self.input_classes or c)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -156,6 +187,10 @@ def load(
             "npz": _load_npz,
         }
         loaded = readers[kind](os.path.expanduser(arg), split, image_size, max_examples)
+    elif kind == "paired":
+        raise DataError(
+            f"'{source}' is a paired source: read it with genimg.data.load (genimg.data.paired)"
+        )
     elif source == "digits":
         loaded = _load_digits(split)
     elif source in _SHORT_NAMES:

@@ -44,10 +44,13 @@ class ConvClassifier(nn.Module):
             if self.norm == "batch"
             else None
         )
-        for width in self.widths:
+        for stage, width in enumerate(self.widths):
             for _ in range(self.convs_per_stage):
                 x = nn.Conv(width, (3, 3), padding="SAME", use_bias=norm is None)(x)
                 x = self.act(norm()(x) if norm else x)
+            # Each stage's last activation, for perceptual losses (apply with
+            # mutable=["intermediates"]); a no-op otherwise.
+            self.sow("intermediates", f"stage{stage}", x)
             if x.shape[1] > 1 and x.shape[2] > 1:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [B, H/2, W/2, width]
         x = x.reshape((x.shape[0], -1))

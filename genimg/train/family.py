@@ -50,6 +50,11 @@ class EvalData:
     batch_size: int
     seed: int
     k: int | None = None  # importance samples for likelihood groups (None: the config's)
+    # Paired data: uint8 inputs [N, H, W, C'] (label ids when input_classes is set), whose
+    # targets are ``images``; see genimg.data.paired and genimg.data.decode_inputs.
+    inputs: np.ndarray | None = None
+    input_classes: int | None = None
+    source: str | None = None  # the data source string the test split was read from
 
     def batches(self, images=None, with_labels: bool = False):
         """Float batches in [0, 1] of ``batch_size`` (``(x, labels)`` tuples when
@@ -95,6 +100,12 @@ class Family:
     # Groups ``genimg.evaluate`` runs without --metrics (sample-quality names included).
     default_metrics: tuple[str, ...] = ()
     batch_multiplier: int = 1  # images per example slot, e.g. n_critic real batches per step
+    # Image-to-image families (paired data): (state, inputs, rng=None) -> images, from inputs
+    # float [N, *input_shape] in [0, 1] (label maps one-hot, see genimg.data.decode_inputs).
+    # rng=None is the deterministic translation; with a key, the family's noise (e.g. dropout)
+    # is on. The loop checks paired data against ``input_shape`` before anything is written.
+    translate: Callable[..., jax.Array] | None = None
+    input_shape: tuple[int, int, int] | None = None
 
     def check_labels(self, labels, num: int | None = None) -> np.ndarray | None:
         """``labels`` as int32 numpy, checked against this family (None stays None)."""

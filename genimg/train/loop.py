@@ -62,7 +62,7 @@ from genimg import platform
 from genimg.errors import ConfigError, Interrupted, UserError
 from genimg.train import checkpoint as ckpt
 from genimg.train import workdir as workdir_lib
-from genimg.train.common import compile_step, replicate, unreplicate
+from genimg.train.common import compile_step, replicate, to_unit_range, unreplicate
 from genimg.train.family import Family, build_family, family_location
 
 AXIS = "batch"
@@ -366,9 +366,13 @@ class _Trainer:
             reason = _first_line(err)
             raise ConfigError(f"cannot build the '{family.name}' model: {reason}") from err
         self.treedef = jax.tree.structure(self.initial_state)
-        self.sample_fn = None
+        self.sample_fn = self.translate_fn = None
         if family.sample is not None and self.tc.sample_every:
             self.sample_fn = jax.jit(family.sample, static_argnums=2)
+        elif family.translate is not None and self.data.input_shape is not None and self.tc.sample_every:
+            # Image-to-image families: the first examples of the data, translated (no noise).
+            self.fixed = self.data.first(min(self.tc.num_samples, self.data.num_examples))
+            self.translate_fn = jax.jit(family.translate)
 
     def run(self):
         tc, workdir = self.tc, self.workdir
@@ -475,7 +479,8 @@ class _Trainer:
             logged = self._flush()
             self.bar.set_postfix({k: f"{logged[k]:.3g}" for k in _bar_keys(logged)},
                                  refresh=False)  # fmt: skip
-        if self.primary and self.sample_fn is not None and (done % tc.sample_every == 0 or is_last):
+        drawing = self.sample_fn is not None or self.translate_fn is not None
+        if self.primary and drawing and (done % tc.sample_every == 0 or is_last):
             self.save_samples(done)
         if self.primary:
             self._run_callbacks(done, is_last)
@@ -505,10 +510,19 @@ class _Trainer:
         return metrics
 
     def save_samples(self, step: int) -> None:
-        images, _ = jax.device_get(
-            self.sample_fn(self.host_state(), self.sample_rng, self.tc.num_samples)
-        )
-        picture = images_lib.make_grid(images)
+        if self.translate_fn is not None:
+            fixed = self.fixed
+            outputs = jax.device_get(self.translate_fn(self.host_state(), fixed["input"]))
+            picture = images_lib.translation_grid(
+                images_lib.show_inputs(fixed["input"], self.data.input_classes),
+                outputs,
+                to_unit_range(fixed["image"], self.family.data_scale),
+            )
+        else:
+            images, _ = jax.device_get(
+                self.sample_fn(self.host_state(), self.sample_rng, self.tc.num_samples)
+            )
+            picture = images_lib.make_grid(images)
         images_lib.save_png(self.workdir / "samples" / f"step_{step:07d}.png", picture)
         self.writers.image(step, picture)
 
@@ -654,6 +668,24 @@ def _bar_keys(metrics: dict) -> list[str]:
     return [k for k in metrics if k.endswith("loss") or k == "loss"][:4]
 
 
+def check_inputs(family: Family, input_shape, source: str) -> None:
+    """An image-to-image family (``family.input_shape``) needs paired data whose inputs have
+    that shape; a one-line `ConfigError` otherwise. Other families ignore inputs."""
+    want = family.input_shape
+    if want is None:
+        return
+    if input_shape is None:
+        raise ConfigError(
+            f"family '{family.name}' translates paired inputs, but data source '{source}' has "
+            "none; use a paired: source (e.g. paired:labelmap:fashion_mnist, paired:folder:DIR)"
+        )
+    if tuple(input_shape) != tuple(want):
+        raise ConfigError(
+            f"family '{family.name}' was built for inputs {list(want)} but '{source}' gives "
+            f"{list(input_shape)}; set the model's input channels to {input_shape[-1]}"
+        )
+
+
 def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
     """Load ``config.data``, build ``config.family`` and run the loop: what every experiment's
     ``main`` does. Returns the final (unreplicated) state."""
@@ -673,6 +705,7 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
             raise ConfigError(f"config of family '{cfg.family}': {_first_line(err)}") from err
 
     family = build(config)
+    check_inputs(family, loaded.input_shape, dc.source)
     data = data_lib.TrainData(
         loaded.images,
         loaded.labels,
@@ -682,6 +715,8 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
         scale=family.data_scale,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        inputs=loaded.inputs,
+        input_classes=loaded.input_classes,
     )
     info = {"data": loaded.description, "num_classes": loaded.num_classes}
     return train(config, workdir, family, data, run_info=info, callbacks=callbacks, rebuild=build)
