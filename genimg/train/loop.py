@@ -367,9 +367,11 @@ class _Trainer:
             raise ConfigError(f"cannot build the '{family.name}' model: {reason}") from err
         self.treedef = jax.tree.structure(self.initial_state)
         self.sample_fn = self.translate_fn = None
-        if family.sample is not None and self.tc.sample_every:
+        if not self.tc.sample_every:
+            pass
+        elif family.sample is not None:
             self.sample_fn = jax.jit(family.sample, static_argnums=2)
-        elif family.translate is not None and self.data.input_shape is not None and self.tc.sample_every:
+        elif family.translate is not None and self.data.input_shape is not None:
             # Image-to-image families: the first examples of the data, translated (no noise).
             self.fixed = self.data.first(min(self.tc.num_samples, self.data.num_examples))
             self.translate_fn = jax.jit(family.translate)
