@@ -6,6 +6,7 @@
         --extractor=domain:runs/classifier
     python -m genimg.evaluate --fake=npz:samples.npz --real=fashion_mnist --metrics=fid,kid,pr \
         --extractor=domain:runs/classifier
+    python -m genimg.evaluate --workdir=runs/dcgan --metrics=detect --detector=runs/detector
 
 Without --metrics, a run is evaluated on what its model family supports (VAE: nll,recon;
 autoencoder: recon; GAN: fid,kid,pr; classifier: accuracy). Metric groups:
@@ -21,6 +22,9 @@ autoencoder: recon; GAN: fid,kid,pr; classifier: accuracy). Metric groups:
             Score, in the features of --extractor: "inception" (the standard FID network;
             its weights must be on disk, see README) or "domain:W" (a classifier run W,
             offline). The test split's features are cached.
+  detect    how well the detector run --detector=W (python -m experiments.detector) tells
+            the same generated images from the real ones of --real/--split: ROC-AUC and
+            average precision ("generated" positive), accuracy at its threshold
 
 The numbers are printed and merged into W/eval.json (or eval.json beside --fake's files).
 """
@@ -33,6 +37,7 @@ import pathlib
 from genimg import cli, synthesis
 from genimg.data import DataError, load
 from genimg.errors import UserError
+from genimg.metrics import detection
 from genimg.metrics import extractors as extractors_lib
 from genimg.metrics.sample_quality import METRICS as SAMPLE_QUALITY
 from genimg.metrics.sample_quality import load_fake, sample_quality
@@ -40,6 +45,8 @@ from genimg.train.checkpoint import restore_run
 from genimg.train.family import EvalData
 
 EVAL_FILE = "eval.json"
+# Groups that score a set of generated images (a run's samples or --fake) against real ones.
+IMAGE_SET = (*SAMPLE_QUALITY, "detect")
 
 
 class EvalError(UserError, ValueError):
@@ -47,8 +54,9 @@ class EvalError(UserError, ValueError):
 
 
 def available_metrics(family) -> list[str]:
-    """The metric groups ``family`` supports: its own, plus sample quality if it samples."""
-    return list(family.eval_groups) + (list(SAMPLE_QUALITY) if family.sample else [])
+    """The metric groups ``family`` supports: its own, plus the image-set groups (sample
+    quality, detection) if it samples."""
+    return list(family.eval_groups) + (list(IMAGE_SET) if family.sample else [])
 
 
 def run(
@@ -64,6 +72,7 @@ def run(
     real: str | None = None,
     extractor: str = "inception",
     num_samples: int = 10000,
+    detector: str | None = None,
 ) -> dict:
     """Evaluate the run in ``workdir``; returns the results and merges them into ``eval.json``.
 
@@ -71,19 +80,22 @@ def run(
     groups compare ``num_samples`` samples of the run (or the images of ``fake``:
     ``npz:FILE`` / ``folder:DIR``, in which case ``workdir`` may be None and ``eval.json``
     goes beside them) with the ``split`` of ``real`` (default: the run's data source), in the
-    features of ``extractor``. Every input is checked before samples are drawn.
+    features of ``extractor``; ``detect`` scores the same images with the ``detector`` run.
+    Every input is checked before samples are drawn.
     """
     if num_images < 0:
         raise EvalError(f"--num_images must be >= 0 (0 = the whole split), got {num_images}")
     if num_samples < 1:
         raise EvalError(f"--num_samples must be >= 1, got {num_samples}")
     if workdir is None:
-        return _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed)
+        return _run_on_files(
+            metrics, fake, real, split, extractor, num_images, num_samples, seed, detector
+        )
 
     workdir = pathlib.Path(workdir)
     config, family, state, _ = restore_run(workdir)
     metrics = list(metrics or family.default_metrics)
-    supported = available_metrics(family) + ([] if fake is None else list(SAMPLE_QUALITY))
+    supported = available_metrics(family) + ([] if fake is None else list(IMAGE_SET))
     unknown = [m for m in metrics if m not in supported]
     if unknown:
         raise EvalError(
@@ -91,8 +103,9 @@ def run(
             f"it supports {', '.join(dict.fromkeys(supported)) or 'none'}"
         )
     quality = [m for m in metrics if m in SAMPLE_QUALITY]
-    groups = [m for m in metrics if m not in SAMPLE_QUALITY]
+    groups = [m for m in metrics if m not in IMAGE_SET]
     feature_net = extractors_lib.make_extractor(extractor) if quality else None  # fails early
+    detector_net = _detector(metrics, detector)
 
     results: dict = {"step": int(state.step), "split": split}
     if groups:
@@ -110,33 +123,72 @@ def run(
             numbers = family.eval_groups[name](family, state, data)
             if numbers:  # "figures" adds none, and must not relabel earlier numbers' count
                 results.update(numbers, num_images=len(test.images))
-    if quality:
+    if quality or detector_net:
+        real = real or config.data.source
+        reals = _load_real(real, split, num_images) if detector_net else None
         if fake is not None:
             fakes = load_fake(fake, num=num_samples)
         else:
             fakes, _ = synthesis.generate(family, state, num_samples, seed)
-        results.update(
-            _sample_quality(
-                fakes, real or config.data.source, split, feature_net, quality, num_images, seed
+        if quality:
+            results.update(
+                _sample_quality(fakes, real, split, feature_net, quality, num_images, seed)
             )
-        )
+        if detector_net:
+            results.update(_detect(fakes, reals, detector_net))
     return _write(workdir / EVAL_FILE, results)
 
 
-def _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed) -> dict:
-    """Sample quality of the images of ``fake`` against ``real``, without a run."""
+def _run_on_files(
+    metrics, fake, real, split, extractor, num_images, num_samples, seed, detector
+) -> dict:
+    """Sample quality (and detection) of the images of ``fake`` against ``real``, without a
+    run."""
     if fake is None or real is None:
         raise EvalError("give --workdir (a training run), or --fake and --real (two data sets)")
     metrics = list(metrics or ("fid", "kid", "pr"))
-    others = [m for m in metrics if m not in SAMPLE_QUALITY]
+    others = [m for m in metrics if m not in IMAGE_SET]
     if others:
         raise EvalError(
-            f"without --workdir only {', '.join(SAMPLE_QUALITY)} apply, not {', '.join(others)}"
+            f"without --workdir only {', '.join(IMAGE_SET)} apply, not {', '.join(others)}"
         )
-    feature_net = extractors_lib.make_extractor(extractor)
+    quality = [m for m in metrics if m in SAMPLE_QUALITY]
+    feature_net = extractors_lib.make_extractor(extractor) if quality else None
+    detector_net = _detector(metrics, detector)
+    reals = _load_real(real, split, num_images) if detector_net else None
     fakes = load_fake(fake, num=num_samples)
-    results = _sample_quality(fakes, real, split, feature_net, metrics, num_images, seed)
+    results: dict = {}
+    if quality:
+        results.update(_sample_quality(fakes, real, split, feature_net, quality, num_images, seed))
+    if detector_net:
+        results.update(_detect(fakes, reals, detector_net), real=real, split=split)
     return _write(_fake_dir(fake) / EVAL_FILE, results)
+
+
+def _detector(metrics, detector):
+    """The detector network when ``detect`` is asked for (checked before any work), else
+    None; a detector without the group is an error too, so a typo cannot go unnoticed."""
+    if "detect" not in metrics:
+        if detector is not None:
+            raise EvalError("--detector is only used by --metrics=detect")
+        return None
+    if not detector:
+        raise EvalError(
+            "metric group 'detect' needs --detector=W, a run of python -m experiments.detector"
+        )
+    return detection.load_detector(detector)
+
+
+def _load_real(real, split, num_images):
+    return load(real, split, max_examples=num_images or None).images
+
+
+def _detect(fakes, reals, detector_net) -> dict:
+    """`detection.detect` with its input errors as `EvalError`."""
+    try:
+        return detection.detect(fakes, reals, detector_net)
+    except ValueError as err:
+        raise EvalError(cli.one_line(err)) from err
 
 
 def _sample_quality(fakes, real, split, extractor, metrics, num_images, seed) -> dict:
@@ -192,6 +244,7 @@ def define_flags() -> None:
         "Features for fid/kid/pr/is: inception, inception:legacy or domain:W.",
     )
     cli.num_samples_flag(10000, "Samples drawn from the run (or first images of --fake).")
+    cli.define_string("detector", None, "Detector run for --metrics=detect (experiments.detector).")
 
 
 def main(args) -> None:
@@ -207,6 +260,7 @@ def main(args) -> None:
         real=args.real,
         extractor=args.extractor,
         num_samples=args.num_samples,
+        detector=args.detector,
     )
     print(format_table(results))
     where = pathlib.Path(args.workdir) if args.workdir else _fake_dir(args.fake)

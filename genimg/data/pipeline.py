@@ -4,11 +4,16 @@ The uint8 images are put on the device once; every step gathers its batch there 
 jitted ``take``. The order is a fresh permutation per epoch derived from ``(seed, epoch)``,
 so the batch of any step is a pure function of ``(seed, step)``: a resumed run sees exactly
 the batches an uninterrupted run sees. The last partial batch of an epoch is dropped.
+
+With ``host_augment`` (a numpy/PIL transform of uint8 batches that XLA cannot run, e.g. JPEG
+re-encoding) the images stay on the host: a batch is gathered there in the same order,
+transformed with a generator seeded by ``(seed, step)``, then scaled and sent to the device.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +62,7 @@ class TrainData:
         seed: int = 0,
         n_devices: int = 1,
         scale: str = "-1_1",
+        host_augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ):
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(
@@ -81,8 +87,14 @@ class TrainData:
         self.scale = scale
         self.steps_per_epoch = n // global_batch
         self.image_shape = tuple(images.shape[1:])
-        self._images = jax.device_put(images)
-        self._labels = None if labels is None else jax.device_put(labels.astype(np.int32))
+        self.seed = seed
+        self.host_augment = host_augment
+        labels = None if labels is None else labels.astype(np.int32)
+        if host_augment is None:
+            self._images = jax.device_put(images)
+            self._labels = None if labels is None else jax.device_put(labels)
+        else:
+            self._images, self._labels = images, labels
         self._key = jax.random.fold_in(jax.random.key(seed), 0x0DA7A)  # data stream of `seed`
         self._epoch, self._perm = -1, None
 
@@ -92,6 +104,8 @@ class TrainData:
         if epoch != self._epoch:
             self._perm = _permutation(jax.random.fold_in(self._key, epoch), self.num_examples)
             self._epoch = epoch
+        if self.host_augment is not None:
+            return self._host_batch(int(step), index)
         return _gather(
             self._images,
             self._labels,
@@ -101,3 +115,22 @@ class TrainData:
             n_devices=self.n_devices,
             scale=self.scale,
         )
+
+    def _host_batch(self, step: int, index: int) -> dict:
+        """The batch of ``step`` gathered on the host and passed through ``host_augment``."""
+        idx = np.asarray(jax.device_get(self._perm))[index * self.global_batch :][
+            : self.global_batch
+        ]
+        rng = np.random.default_rng((self.seed, 0x0A06, step))
+        images = self.host_augment(self._images[idx], rng)
+        if images.dtype != np.uint8 or images.shape != (len(idx), *self.image_shape):
+            raise ValueError(
+                f"host_augment must return uint8 images of shape {(len(idx), *self.image_shape)}"
+                f", got {images.dtype} {images.shape}"
+            )
+        out = {"image": scale_images(images, self.scale)}
+        if self._labels is not None:
+            out["label"] = jnp.asarray(self._labels[idx])
+        if self.n_devices > 1:
+            out = jax.tree.map(lambda x: x.reshape((self.n_devices, -1) + x.shape[1:]), out)
+        return out

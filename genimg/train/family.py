@@ -95,6 +95,10 @@ class Family:
     # Groups ``genimg.evaluate`` runs without --metrics (sample-quality names included).
     default_metrics: tuple[str, ...] = ()
     batch_multiplier: int = 1  # images per example slot, e.g. n_critic real batches per step
+    # (uint8 images [B, H, W, C], np.random.Generator) -> uint8 images: a host-side transform
+    # of every training batch that XLA cannot run (e.g. JPEG re-encoding); the data pipeline
+    # applies it with a generator seeded by (seed, step), so a resumed run sees the same.
+    host_augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
     def check_labels(self, labels, num: int | None = None) -> np.ndarray | None:
         """``labels`` as int32 numpy, checked against this family (None stays None)."""

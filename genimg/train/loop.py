@@ -644,6 +644,7 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
         seed=tc.seed,
         n_devices=num_devices(config),
         scale=family.data_scale,
+        host_augment=family.host_augment,
     )
     info = {"data": loaded.description, "num_classes": loaded.num_classes}
     return train(config, workdir, family, data, run_info=info, callbacks=callbacks, rebuild=build)
