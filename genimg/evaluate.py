@@ -104,8 +104,8 @@ def run(
         )
     quality = [m for m in metrics if m in SAMPLE_QUALITY]
     groups = [m for m in metrics if m not in IMAGE_SET]
-    feature_net = extractors_lib.make_extractor(extractor) if quality else None  # fails early
-    detector_net = _detector(metrics, detector)
+    detector_net = _detector(metrics, detector)  # fails early, as does the extractor
+    feature_net = extractors_lib.make_extractor(extractor) if quality else None
 
     results: dict = {"step": int(state.step), "split": split}
     if groups:
@@ -153,8 +153,8 @@ def _run_on_files(
             f"without --workdir only {', '.join(IMAGE_SET)} apply, not {', '.join(others)}"
         )
     quality = [m for m in metrics if m in SAMPLE_QUALITY]
-    feature_net = extractors_lib.make_extractor(extractor) if quality else None
     detector_net = _detector(metrics, detector)
+    feature_net = extractors_lib.make_extractor(extractor) if quality else None
     reals = _load_real(real, split, num_images) if detector_net else None
     fakes = load_fake(fake, num=num_samples)
     results: dict = {}
