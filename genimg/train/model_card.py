@@ -93,9 +93,7 @@ def render(workdir, config: dict, run_info: dict, num_params: int | None = None)
         f"{run_info.get('data', config.get('data', {}).get('source', '?'))}; "
         f"split `{config.get('data', {}).get('split', '?')}`.",
         "## Evaluation results",
-        _table(results)
-        if results
-        else "Not evaluated yet: `python -m genimg.evaluate "
+        _table(results) if results else "Not evaluated yet: `python -m genimg.evaluate "
         f"--workdir={workdir}` fills this section.",
         "Last logged training metrics:",
         _table(_last_metrics(workdir)) or "none yet",
