@@ -204,3 +204,13 @@ def test_detect_input_errors_are_one_line(detector_run, tmp_path, classifier_run
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0].startswith("error: --detector=") and "not a training run" in lines[0]
+
+
+def test_evaluate_detect_on_a_generator_run(detector_run, gan_run):
+    """A run's own samples against its data's test split, next to its sample-quality groups."""
+    results = evaluate.run(
+        gan_run, ["detect"], detector=str(detector_run / "run"), num_samples=16, seed=3
+    )
+    assert results["detect_n_fake"] == 16 and results["detect_n_real"] == 359
+    assert 0.0 <= results["detect_auc"] <= 1.0 and 0.0 < results["detect_ap"] <= 1.0
+    assert json.loads((gan_run / "eval.json").read_text())["detector"] == results["detector"]
