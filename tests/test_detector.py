@@ -213,4 +213,5 @@ def test_evaluate_detect_on_a_generator_run(detector_run, gan_run):
     )
     assert results["detect_n_fake"] == 16 and results["detect_n_real"] == 359
     assert 0.0 <= results["detect_auc"] <= 1.0 and 0.0 < results["detect_ap"] <= 1.0
+    assert results["detector"].startswith("detector/logits@")
     assert json.loads((gan_run / "eval.json").read_text())["detector"] == results["detector"]

@@ -13,10 +13,12 @@ random real one, ties counting one half), ``detect_ap`` (average precision with 
 as the positive class, the step-wise sum of scikit-learn's ``average_precision_score``),
 ``detect_acc`` (balanced accuracy at the detector's own threshold, logit difference 0),
 ``detect_fake_mean_p`` (mean P(generated) of the fakes), plus ``detect_n_real``,
-``detect_n_fake`` and ``detector`` (the run's id with a checksum of its weights).
+``detect_n_fake`` and ``detector`` (``detector/logits@`` and a checksum of its weights).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import scipy.special
@@ -75,7 +77,8 @@ def load_detector(workdir) -> extractors_lib.Extractor:
             f"--detector={workdir} is a classifier of {detector.num_logits} classes, not a "
             "detector (real=0, generated=1); train one with python -m experiments.detector"
         )
-    return detector
+    # Results name it as a detector ("detector/logits@<weights hash>"), not as features.
+    return dataclasses.replace(detector, name="detector/logits")
 
 
 def scores(detector: extractors_lib.Extractor, images: np.ndarray, batch_size: int = 250):
