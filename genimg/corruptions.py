@@ -3,15 +3,22 @@
 Every corruption is a pure function ``(rng, x, ...) -> x_tilde`` on float images
 ``[B, H, W, C]`` in [0, 1]; pixel-level corruptions hit all channels of a pixel together.
 ``make_corruption(kind, ...)`` binds the parameters from a config into ``(rng, x) -> x_tilde``.
+
+`blur_jpeg` is the exception: a host-side (numpy, PIL) augmentation of uint8 images, because
+JPEG re-encoding has no XLA kernel; the data pipeline applies it to each training batch.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.ndimage
+from PIL import Image
 
 Array = jax.Array
 CORRUPTIONS = ("none", "gaussian", "salt_and_pepper", "pixel_mask", "block_mask")
@@ -104,3 +111,62 @@ def make_corruption(
     if kind == "block_mask":
         return functools.partial(block_mask, size=block_size)
     raise ValueError(f"unknown corruption '{kind}'; expected one of {', '.join(CORRUPTIONS)}")
+
+
+def blur_jpeg(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    blur_prob: float = 0.5,
+    blur_sigma: float = 3.0,
+    jpeg_prob: float = 0.5,
+    jpeg_quality: tuple[int, int] = (30, 100),
+) -> np.ndarray:
+    """The blur + JPEG augmentation of Wang et al. 2020 ("CNN-generated images are surprisingly
+    easy to spot... for now"), on uint8 ``[B, H, W, C]`` numpy images, per image: with
+    probability ``blur_prob`` a Gaussian blur of sigma ~ U[0, ``blur_sigma``] (per channel,
+    reflected borders), then with probability ``jpeg_prob`` a JPEG round trip (PIL) at a
+    quality drawn uniformly from the integers of ``jpeg_quality`` (both ends included).
+
+    Deterministic in ``rng``: every image draws its four numbers in a fixed order.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"blur_jpeg expects uint8 images [B, H, W, C] with C in (1, 3), got "
+            f"{images.dtype} {images.shape}"
+        )
+    _check_fraction("blur_prob", blur_prob)
+    _check_fraction("jpeg_prob", jpeg_prob)
+    lo, hi = jpeg_quality
+    if not 1 <= lo <= hi <= 100 or blur_sigma < 0:
+        raise ValueError(
+            f"need 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100 and blur_sigma >= 0, got "
+            f"{tuple(jpeg_quality)} and {blur_sigma}"
+        )
+    b = images.shape[0]
+    blur = rng.random(b) < blur_prob
+    sigma = rng.uniform(0.0, blur_sigma, b)
+    jpeg = rng.random(b) < jpeg_prob
+    quality = rng.integers(lo, hi + 1, b)
+    out = images.copy()
+    for i in range(b):
+        x = out[i]
+        if blur[i] and sigma[i] > 0:
+            blurred = scipy.ndimage.gaussian_filter(
+                x.astype(np.float32), sigma=(sigma[i], sigma[i], 0), mode="reflect"
+            )
+            x = np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
+        if jpeg[i]:
+            x = _jpeg_round_trip(x, int(quality[i]))
+        out[i] = x
+    return out
+
+
+def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 [H, W, C] -> the same image encoded as JPEG at ``quality`` and decoded (PIL)."""
+    gray = image.shape[-1] == 1
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if gray else image).save(buffer, "JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+    return decoded[..., None] if gray else decoded

@@ -6,6 +6,7 @@
         --extractor=domain:runs/classifier
     python -m genimg.evaluate --fake=npz:samples.npz --real=fashion_mnist --metrics=fid,kid,pr \
         --extractor=domain:runs/classifier
+    python -m genimg.evaluate --workdir=runs/dcgan --metrics=detect --detector=runs/detector
 
     python -m genimg.evaluate --workdir=runs/pix2pix --metrics=translation,layout,fid \
         --extractor=domain:runs/classifier
@@ -29,6 +30,9 @@ BiGAN: recon,probe). Metric groups:
             its weights must be on disk, see README) or "domain:W" (a classifier run W,
             offline). The test split's features are cached. Image-to-image runs
             (pix2pix, CRN) are scored on their translations of the test inputs.
+  detect    how well the detector run --detector=W (python -m experiments.detector) tells
+            the same generated images from the real ones of --real/--split: ROC-AUC and
+            average precision ("generated" positive), accuracy at its threshold
   probe     any unconditional family with an encoder: linear-probe (logistic regression,
             optax L-BFGS) and 1-NN (cosine) test accuracy of its frozen codes, fitted on the
             train split's labels (--num_train images). Without --workdir, --real=SOURCE
@@ -55,6 +59,7 @@ import numpy as np
 from genimg import cli, synthesis
 from genimg.data import DataError, load
 from genimg.errors import UserError
+from genimg.metrics import detection
 from genimg.metrics import extractors as extractors_lib
 from genimg.metrics import probe as probe_lib
 from genimg.metrics.sample_quality import METRICS as SAMPLE_QUALITY
@@ -64,6 +69,8 @@ from genimg.train.family import EvalData
 
 EVAL_FILE = "eval.json"
 UNTRAINED_EVAL_FILE = "eval_untrained.json"  # --untrained: kept apart from the run's numbers
+# Groups that score a set of generated images (a run's samples or --fake) against real ones.
+IMAGE_SET = (*SAMPLE_QUALITY, "detect")
 
 
 class EvalError(UserError, ValueError):
@@ -74,12 +81,13 @@ PROBE = "probe"
 
 
 def available_metrics(family) -> list[str]:
-    """The metric groups ``family`` supports: its own, sample quality if it samples or
-    translates, the linear / 1-NN probe if it encodes without labels (a conditional encoder
-    is given the class, so a probe of its codes would read the answer)."""
+    """The metric groups ``family`` supports: its own, the image-set groups (sample quality,
+    detection) if it samples or translates, the linear / 1-NN probe if it encodes without
+    labels (a conditional encoder is given the class, so a probe of its codes would read the
+    answer)."""
     groups = list(family.eval_groups)
     if family.sample is not None or family.translate is not None:
-        groups += list(SAMPLE_QUALITY)
+        groups += list(IMAGE_SET)
     if family.encode is not None and not family.conditional:
         groups.append(PROBE)
     return groups
@@ -100,6 +108,7 @@ def run(
     num_samples: int = 10000,
     num_train: int = 0,
     untrained: bool = False,
+    detector: str | None = None,
 ) -> dict:
     """Evaluate the run in ``workdir``; returns the results and merges them into ``eval.json``.
 
@@ -108,9 +117,10 @@ def run(
     ``npz:FILE`` / ``folder:DIR``, in which case ``workdir`` may be None and ``eval.json``
     goes beside them) with the ``split`` of ``real`` (default: the run's data source), in the
     features of ``extractor``; an image-to-image family's samples are its translations of the
-    first ``num_samples`` test inputs. ``probe`` fits on the first ``num_train`` (0: all)
-    training images. ``untrained`` scores ``family.init_state(key(seed))`` instead of the
-    checkpoint. Every input is checked before samples are drawn.
+    first ``num_samples`` test inputs; ``detect`` scores the same images with the ``detector``
+    run. ``probe`` fits on the first ``num_train`` (0: all) training images. ``untrained``
+    scores ``family.init_state(key(seed))`` instead of the checkpoint. Every input is checked
+    before samples are drawn.
     """
     if num_images < 0:
         raise EvalError(f"--num_images must be >= 0 (0 = the whole split), got {num_images}")
@@ -123,14 +133,16 @@ def run(
             raise EvalError("--untrained needs --workdir (a run whose family to initialise)")
         if list(metrics or ()) == [PROBE]:
             return _probe_pixels(real, split, num_images, num_train, seed)
-        return _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed)
+        return _run_on_files(
+            metrics, fake, real, split, extractor, num_images, num_samples, seed, detector
+        )
 
     workdir = pathlib.Path(workdir)
     config, family, state, _ = restore_run(workdir)
     if untrained:
         state = jax.jit(family.init_state)(jax.random.key(seed))
     metrics = list(metrics or family.default_metrics)
-    supported = available_metrics(family) + ([] if fake is None else list(SAMPLE_QUALITY))
+    supported = available_metrics(family) + ([] if fake is None else list(IMAGE_SET))
     unknown = [m for m in metrics if m not in supported]
     if unknown:
         raise EvalError(
@@ -138,9 +150,10 @@ def run(
             f"it supports {', '.join(dict.fromkeys(supported)) or 'none'}"
         )
     quality = [m for m in metrics if m in SAMPLE_QUALITY]
-    groups = [m for m in metrics if m not in SAMPLE_QUALITY and m != PROBE]
-    feature_net = extractors_lib.make_extractor(extractor) if quality else None  # fails early
-    translating = quality and fake is None and family.sample is None
+    groups = [m for m in metrics if m not in IMAGE_SET and m != PROBE]
+    detector_net = _detector(metrics, detector)  # fails early, as does the extractor
+    feature_net = extractors_lib.make_extractor(extractor) if quality else None
+    translating = (quality or detector_net) and fake is None and family.sample is None
 
     results: dict = {"step": int(state.step), "split": split}
     if untrained:
@@ -177,7 +190,9 @@ def run(
                 seed,
             )
         )
-    if quality:
+    if quality or detector_net:
+        real = real or config.data.source
+        reals = _load_real(real, split, num_images) if detector_net else None
         if fake is not None:
             fakes = load_fake(fake, num=num_samples)
         elif translating:
@@ -187,11 +202,12 @@ def run(
             fakes = synthesis.translate_all(family, state, inputs, test.input_classes, batch())
         else:
             fakes, _ = synthesis.generate(family, state, num_samples, seed)
-        results.update(
-            _sample_quality(
-                fakes, real or config.data.source, split, feature_net, quality, num_images, seed
+        if quality:
+            results.update(
+                _sample_quality(fakes, real, split, feature_net, quality, num_images, seed)
             )
-        )
+        if detector_net:
+            results.update(_detect(fakes, reals, detector_net))
     return _write(workdir / (UNTRAINED_EVAL_FILE if untrained else EVAL_FILE), results)
 
 
@@ -217,20 +233,56 @@ def _probe_pixels(real, split, num_images, num_train, seed) -> dict:
     return dict(_probe(pixels, train, test, seed), real=real, split=split, features="pixels")
 
 
-def _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed) -> dict:
-    """Sample quality of the images of ``fake`` against ``real``, without a run."""
+def _run_on_files(
+    metrics, fake, real, split, extractor, num_images, num_samples, seed, detector
+) -> dict:
+    """Sample quality (and detection) of the images of ``fake`` against ``real``, without a
+    run."""
     if fake is None or real is None:
         raise EvalError("give --workdir (a training run), or --fake and --real (two data sets)")
     metrics = list(metrics or ("fid", "kid", "pr"))
-    others = [m for m in metrics if m not in SAMPLE_QUALITY]
+    others = [m for m in metrics if m not in IMAGE_SET]
     if others:
         raise EvalError(
-            f"without --workdir only {', '.join(SAMPLE_QUALITY)} apply, not {', '.join(others)}"
+            f"without --workdir only {', '.join(IMAGE_SET)} apply, not {', '.join(others)}"
         )
-    feature_net = extractors_lib.make_extractor(extractor)
+    quality = [m for m in metrics if m in SAMPLE_QUALITY]
+    detector_net = _detector(metrics, detector)
+    feature_net = extractors_lib.make_extractor(extractor) if quality else None
+    reals = _load_real(real, split, num_images) if detector_net else None
     fakes = load_fake(fake, num=num_samples)
-    results = _sample_quality(fakes, real, split, feature_net, metrics, num_images, seed)
+    results: dict = {}
+    if quality:
+        results.update(_sample_quality(fakes, real, split, feature_net, quality, num_images, seed))
+    if detector_net:
+        results.update(_detect(fakes, reals, detector_net), real=real, split=split)
     return _write(_fake_dir(fake) / EVAL_FILE, results)
+
+
+def _detector(metrics, detector):
+    """The detector network when ``detect`` is asked for (checked before any work), else
+    None; a detector without the group is an error too, so a typo cannot go unnoticed."""
+    if "detect" not in metrics:
+        if detector is not None:
+            raise EvalError("--detector is only used by --metrics=detect")
+        return None
+    if not detector:
+        raise EvalError(
+            "metric group 'detect' needs --detector=W, a run of python -m experiments.detector"
+        )
+    return detection.load_detector(detector)
+
+
+def _load_real(real, split, num_images):
+    return load(real, split, max_examples=num_images or None).images
+
+
+def _detect(fakes, reals, detector_net) -> dict:
+    """`detection.detect` with its input errors as `EvalError`."""
+    try:
+        return detection.detect(fakes, reals, detector_net)
+    except ValueError as err:
+        raise EvalError(cli.one_line(err)) from err
 
 
 def _sample_quality(fakes, real, split, extractor, metrics, num_images, seed) -> dict:
@@ -290,6 +342,7 @@ def define_flags() -> None:
     cli.define_bool(
         "untrained", False, "Evaluate the family's random initial state, not the checkpoint."
     )
+    cli.define_string("detector", None, "Detector run for --metrics=detect (experiments.detector).")
 
 
 def main(args) -> None:
@@ -307,6 +360,7 @@ def main(args) -> None:
         num_samples=args.num_samples,
         num_train=args.num_train,
         untrained=args.untrained,
+        detector=args.detector,
     )
     print(format_table(results))
     if args.workdir:

@@ -9,11 +9,16 @@ With several processes (``process_count > 1``) every process draws the same glob
 indices and gathers only its own contiguous slice of them, which it splits over its local
 devices: process ``p``'s devices get exactly the rows that devices ``p * n_local ...`` get in a
 one-process run over all devices.
+
+With ``host_augment`` (a numpy/PIL transform of uint8 batches that XLA cannot run, e.g. JPEG
+re-encoding) the images stay on the host: a batch is gathered there in the same order,
+transformed with a generator seeded by ``(seed, step)``, then scaled and sent to the device.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +87,7 @@ class TrainData:
         process_count: int = 1,
         inputs: np.ndarray | None = None,
         input_classes: int | None = None,
+        host_augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ):
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(
@@ -118,8 +124,16 @@ class TrainData:
         self.scale = scale
         self.steps_per_epoch = n // global_batch
         self.image_shape = tuple(images.shape[1:])
-        self._images = jax.device_put(images)
-        self._labels = None if labels is None else jax.device_put(labels.astype(np.int32))
+        self.seed = seed
+        self.host_augment = host_augment
+        labels = None if labels is None else labels.astype(np.int32)
+        if host_augment is None:
+            self._images = jax.device_put(images)
+            self._labels = None if labels is None else jax.device_put(labels)
+        else:
+            if inputs is not None:
+                raise ValueError("host_augment does not support paired inputs")
+            self._images, self._labels = images, labels
         self._inputs = None if inputs is None else jax.device_put(inputs)
         self.input_classes = int(input_classes) if input_classes else None
         self.input_shape = None
@@ -135,6 +149,8 @@ class TrainData:
         if epoch != self._epoch:
             self._perm = _permutation(jax.random.fold_in(self._key, epoch), self.num_examples)
             self._epoch = epoch
+        if self.host_augment is not None:
+            return self._host_batch(int(step), index)
         return _gather(
             self._images,
             self._labels,
@@ -153,4 +169,24 @@ class TrainData:
         out = {"image": scale_images(self._images[:num], self.scale)}
         if self._inputs is not None:
             out["input"] = decode_inputs(self._inputs[:num], self.input_classes)
+        return out
+
+    def _host_batch(self, step: int, index: int) -> dict:
+        """The batch of ``step`` gathered on the host and passed through ``host_augment``."""
+        start = index * self.global_batch + self.process_index * self.process_batch
+        idx = np.asarray(jax.device_get(self._perm))[start : start + self.process_batch]
+        # (with several processes each draws its own stream for its own rows)
+        key = (self.seed, 0x0A06, step) + ((self.process_index,) if self.process_index else ())
+        rng = np.random.default_rng(key)
+        images = self.host_augment(self._images[idx], rng)
+        if images.dtype != np.uint8 or images.shape != (len(idx), *self.image_shape):
+            raise ValueError(
+                f"host_augment must return uint8 images of shape {(len(idx), *self.image_shape)}"
+                f", got {images.dtype} {images.shape}"
+            )
+        out = {"image": scale_images(images, self.scale)}
+        if self._labels is not None:
+            out["label"] = jnp.asarray(self._labels[idx])
+        if self.n_devices > 1:
+            out = jax.tree.map(lambda x: x.reshape((self.n_devices, -1) + x.shape[1:]), out)
         return out

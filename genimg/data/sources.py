@@ -19,6 +19,15 @@
                      C=1 when every image is grayscale, else RGB (C=3; alpha is dropped).
   npz:FILE           Arrays `images` (uint8 NHWC or NHW, or float in [0, 1]) and optional
                      `labels`, used for every split; or `<split>_images` / `<split>_labels`.
+  real_vs_fake:REAL,FAKE[,FAKE...]
+                     Real images (label 0) against generated ones (label 1), for a detector
+                     of generated images: REAL is any source above, each FAKE usually an
+                     npz:FILE or folder:DIR of samples (`python -m genimg.sample`'s output;
+                     any source works, e.g. `real_vs_fake:digits,digits`), all read
+                     with `split` (an npz with `train_images` / `test_images` keeps held-out
+                     samples apart; a plain `images` array serves every split). The classes
+                     are balanced (the first as many real images as there are fakes are kept)
+                     and mixed in a fixed shuffled order.
   digits             scikit-learn's embedded 8x8 digits (1797 images, 0..16 scaled to 0..255):
                      the first 1438 are 'train', the remaining 359 'test' (fixed, no shuffle).
   mnist, fashion_mnist, kmnist, cifar10
@@ -58,7 +67,8 @@ from genimg.errors import UserError
 
 SOURCES_HELP = (
     "tfds:NAME[:SPLIT], idx:DIR, folder:DIR, npz:FILE, digits, mnist, fashion_mnist, cifar10, "
-    "kmnist, paired:(folder|folder_btoa|npz|labelmap|edges):..."
+    "kmnist, paired:(folder|folder_btoa|npz|labelmap|edges):..., "
+    "real_vs_fake:REAL,FAKE[,FAKE...]"
 )
 _LOCAL_ALTERNATIVES = (
     "idx:DIR (MNIST-format files), folder:DIR (PNG/JPEG), npz:FILE or digits, "
@@ -191,6 +201,8 @@ def load(
         raise DataError(
             f"'{source}' is a paired source: read it with genimg.data.load (genimg.data.paired)"
         )
+    elif kind == "real_vs_fake" and sep:
+        loaded = _load_real_vs_fake(arg, split, image_size)
     elif source == "digits":
         loaded = _load_digits(split)
     elif source in _SHORT_NAMES:
@@ -576,6 +588,41 @@ def _load_npz(file: str, split: str, image_size=None, max_examples=None) -> _Loa
         arrays.get(label_key), len(images), f"{path}[{label_key}]"
     )
     return _Loaded(images, labels, num_classes, f"npz:{path}", len(images))
+
+
+# ---------------------------------------------------------------------------------------------
+# Real against generated images.
+
+
+def _load_real_vs_fake(arg: str, split: str, image_size=None) -> _Loaded:
+    """Real images (label 0, the first as many as there are fakes) and every FAKE's images
+    (label 1), all of one shape (``image_size`` resizes each part)."""
+    parts = [p.strip() for p in arg.split(",")]
+    if len(parts) < 2 or not all(parts):
+        raise DataError(
+            f"real_vs_fake:{arg}: expected real_vs_fake:REAL,FAKE[,FAKE...] (a real source, "
+            "then sources of generated images such as npz:FILE or folder:DIR)"
+        )
+    real, fakes = parts[0], parts[1:]
+    if any(p.partition(":")[0] == "real_vs_fake" for p in parts):
+        raise DataError("real_vs_fake: its parts cannot be real_vs_fake sources themselves")
+    fake_sets = [load(f, split, image_size) for f in fakes]
+    n_fake = sum(len(f) for f in fake_sets)
+    real_set = load(real, split, image_size, max_examples=n_fake)
+    shapes = {f.images.shape[1:] for f in (real_set, *fake_sets)}
+    if len(shapes) > 1:
+        raise DataError(
+            f"real_vs_fake: the parts have different image shapes {sorted(shapes)}; set "
+            "data.image_size (channel counts must match)"
+        )
+    images = np.concatenate([real_set.images] + [f.images for f in fake_sets])
+    labels = np.repeat(np.array([0, 1], np.int32), [len(real_set), n_fake])
+    order = np.random.default_rng(0).permutation(len(images))  # max_examples keeps both
+    where = "; ".join(d.description for d in (real_set, *fake_sets))
+    total = len(images)
+    return _Loaded(
+        images[order], labels[order], 2, f"real_vs_fake[{where}]", total, "real=0, generated=1"
+    )
 
 
 def _load_digits(split: str) -> _Loaded:

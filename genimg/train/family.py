@@ -106,6 +106,10 @@ class Family:
     # is on. The loop checks paired data against ``input_shape`` before anything is written.
     translate: Callable[..., jax.Array] | None = None
     input_shape: tuple[int, int, int] | None = None
+    # (uint8 images [B, H, W, C], np.random.Generator) -> uint8 images: a host-side transform
+    # of every training batch that XLA cannot run (e.g. JPEG re-encoding); the data pipeline
+    # applies it with a generator seeded by (seed, step), so a resumed run sees the same.
+    host_augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
     def check_labels(self, labels, num: int | None = None) -> np.ndarray | None:
         """``labels`` as int32 numpy, checked against this family (None stays None)."""

@@ -719,6 +719,7 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
         process_count=jax.process_count(),
         inputs=loaded.inputs,
         input_classes=loaded.input_classes,
+        host_augment=family.host_augment,
     )
     info = {"data": loaded.description, "num_classes": loaded.num_classes}
     return train(config, workdir, family, data, run_info=info, callbacks=callbacks, rebuild=build)
