@@ -20,7 +20,7 @@ import logging as pylogging
 import re
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -156,11 +156,16 @@ def run(
     usage: str,
     define_flags: Callable[[], None] | None = None,
     help_extra: Callable[[], str] | None = None,
+    commands: Sequence[str] = (),
 ):
     """Define the entry point's flags (``define_flags()``, with the helpers above), parse
     them and call ``main(args())`` under the convention above. Flags are defined only here,
     when the module runs as a program, so importing it as a library defines none; so are the
-    CPU defaults applied (before jax creates its backends)."""
+    CPU defaults applied (before jax creates its backends).
+
+    With ``commands`` the program takes one of them as its one positional argument
+    (``python -m genimg.synthesize inpaint --workdir=...``); it reaches ``main`` as
+    ``args.command``. A missing or unknown command is a one-line error."""
     platform.configure_cpu_defaults()
     if define_flags is not None:
         define_flags()
@@ -180,12 +185,21 @@ def run(
             _exit_bad_config(err, argv)
 
     def _main(argv):
-        if len(argv) > 1:
-            fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
+        values = args()
+        positional = argv[1:]
+        if commands:
+            if not positional:
+                fail(f"give a command first: one of {', '.join(commands)} (see --help)")
+            command, *positional = positional
+            if command not in commands:
+                fail(f"unknown command '{command}'; expected one of {', '.join(commands)}")
+            values.command = command
+        if positional:
+            fail(f"unexpected arguments: {' '.join(positional)} (flags look like --name=value)")
         logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
         pylogging.getLogger("genimg").setLevel(pylogging.INFO)
         try:
-            main(args())
+            main(values)
         except USER_ERRORS as err:
             fail(str(err))
 

@@ -20,7 +20,14 @@ autoencoder: recon; GAN: fid,kid,pr; classifier: accuracy). Metric groups:
             against the test split: FID, KID, precision/recall/density/coverage, Inception
             Score, in the features of --extractor: "inception" (the standard FID network;
             its weights must be on disk, see README) or "domain:W" (a classifier run W,
-            offline). The test split's features are cached.
+            offline). The test split's features are cached. A conditional run draws a
+            balanced set of classes.
+
+--per_class adds fid/kid/pr per class (each class's samples against the test images of
+that class, keys class<c>/<metric> and their means class_mean/<metric>): samples of a
+conditional run are grouped by the class they were drawn for, and the domain classifier's
+accuracy on them is label_accuracy; samples of an unconditional run (or --fake) are grouped
+by the domain classifier's predicted class.
 
 The numbers are printed and merged into W/eval.json (or eval.json beside --fake's files).
 """
@@ -30,12 +37,14 @@ from __future__ import annotations
 import json
 import pathlib
 
+import numpy as np
+
 from genimg import cli, synthesis
 from genimg.data import DataError, load
 from genimg.errors import UserError
 from genimg.metrics import extractors as extractors_lib
 from genimg.metrics.sample_quality import METRICS as SAMPLE_QUALITY
-from genimg.metrics.sample_quality import load_fake, sample_quality
+from genimg.metrics.sample_quality import load_fake, per_class_quality, sample_quality
 from genimg.train.checkpoint import restore_run
 from genimg.train.family import EvalData
 
@@ -64,6 +73,7 @@ def run(
     real: str | None = None,
     extractor: str = "inception",
     num_samples: int = 10000,
+    per_class: bool = False,
 ) -> dict:
     """Evaluate the run in ``workdir``; returns the results and merges them into ``eval.json``.
 
@@ -71,14 +81,18 @@ def run(
     groups compare ``num_samples`` samples of the run (or the images of ``fake``:
     ``npz:FILE`` / ``folder:DIR``, in which case ``workdir`` may be None and ``eval.json``
     goes beside them) with the ``split`` of ``real`` (default: the run's data source), in the
-    features of ``extractor``. Every input is checked before samples are drawn.
+    features of ``extractor``. Every input is checked before samples are drawn. A
+    conditional family draws classes ``0, 1, ..., K-1, 0, ...`` (balanced). ``per_class``
+    adds `per_class_quality` for the sample-quality groups.
     """
     if num_images < 0:
         raise EvalError(f"--num_images must be >= 0 (0 = the whole split), got {num_images}")
     if num_samples < 1:
         raise EvalError(f"--num_samples must be >= 1, got {num_samples}")
     if workdir is None:
-        return _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed)
+        return _run_on_files(
+            metrics, fake, real, split, extractor, num_images, num_samples, seed, per_class
+        )
 
     workdir = pathlib.Path(workdir)
     config, family, state, _ = restore_run(workdir)
@@ -110,20 +124,31 @@ def run(
             numbers = family.eval_groups[name](family, state, data)
             if numbers:  # "figures" adds none, and must not relabel earlier numbers' count
                 results.update(numbers, num_images=len(test.images))
+    if per_class and not quality:
+        raise EvalError("--per_class applies to the sample-quality groups fid, kid, pr")
     if quality:
+        fake_labels = None
         if fake is not None:
             fakes = load_fake(fake, num=num_samples)
         else:
-            fakes, _ = synthesis.generate(family, state, num_samples, seed)
-        results.update(
-            _sample_quality(
-                fakes, real or config.data.source, split, feature_net, quality, num_images, seed
+            balanced = None
+            if family.conditional:
+                balanced = np.arange(num_samples) % family.num_classes
+            fakes, fake_labels = synthesis.generate(
+                family, state, num_samples, seed, labels=balanced
             )
-        )
+        real = real or config.data.source
+        results.update(_sample_quality(fakes, real, split, feature_net, quality, num_images, seed))
+        if per_class:
+            results.update(
+                _per_class(fakes, fake_labels, real, split, feature_net, quality, num_images, seed)
+            )
     return _write(workdir / EVAL_FILE, results)
 
 
-def _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed) -> dict:
+def _run_on_files(
+    metrics, fake, real, split, extractor, num_images, num_samples, seed, per_class=False
+) -> dict:
     """Sample quality of the images of ``fake`` against ``real``, without a run."""
     if fake is None or real is None:
         raise EvalError("give --workdir (a training run), or --fake and --real (two data sets)")
@@ -136,6 +161,8 @@ def _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples
     feature_net = extractors_lib.make_extractor(extractor)
     fakes = load_fake(fake, num=num_samples)
     results = _sample_quality(fakes, real, split, feature_net, metrics, num_images, seed)
+    if per_class:
+        results.update(_per_class(fakes, None, real, split, feature_net, metrics, num_images, seed))
     return _write(_fake_dir(fake) / EVAL_FILE, results)
 
 
@@ -144,6 +171,19 @@ def _sample_quality(fakes, real, split, extractor, metrics, num_images, seed) ->
     try:
         return sample_quality(
             fakes, real, split, extractor, metrics, num_real=num_images or None, seed=seed
+        )
+    except ValueError as err:
+        if isinstance(err, DataError):
+            raise
+        raise EvalError(cli.one_line(err)) from err
+
+
+def _per_class(fakes, labels, real, split, extractor, metrics, num_images, seed) -> dict:
+    """`per_class_quality` with its input errors as `EvalError`."""
+    metrics = [m for m in metrics if m != "is"]
+    try:
+        return per_class_quality(
+            fakes, labels, real, split, extractor, metrics, num_real=num_images or None, seed=seed
         )
     except ValueError as err:
         if isinstance(err, DataError):
@@ -192,6 +232,9 @@ def define_flags() -> None:
         "Features for fid/kid/pr/is: inception, inception:legacy or domain:W.",
     )
     cli.num_samples_flag(10000, "Samples drawn from the run (or first images of --fake).")
+    cli.define_bool(
+        "per_class", False, "Also score fid/kid/pr per class (see above; label_accuracy)."
+    )
 
 
 def main(args) -> None:
@@ -207,6 +250,7 @@ def main(args) -> None:
         real=args.real,
         extractor=args.extractor,
         num_samples=args.num_samples,
+        per_class=args.per_class,
     )
     print(format_table(results))
     where = pathlib.Path(args.workdir) if args.workdir else _fake_dir(args.fake)
