@@ -57,3 +57,18 @@ def write_npz(path, images: np.ndarray, labels: np.ndarray | None = None) -> Non
     arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
+
+
+def write_npz_splits(path, splits: dict) -> None:
+    """Write ``{split: (images, labels)}`` as ``<split>_images`` / ``<split>_labels``, which
+    ``load("npz:FILE", split)`` reads as that split."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    arrays = {}
+    for split, (images, labels) in splits.items():
+        arrays[f"{split}_images"] = images
+        if labels is not None:
+            arrays[f"{split}_labels"] = labels
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)

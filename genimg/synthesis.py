@@ -40,12 +40,12 @@ from genimg.train.family import Family
 
 # What each capability is, for the errors of `require`.
 _CAPABILITIES = {
-    "sample": "a sampler",
-    "encode": "an encoder",
-    "decode": "a decoder or generator",
-    "reconstruct": "an encoder-decoder (reconstruct)",
-    "latent_dim": "a latent size",
-    "classify": "a classifier",
+    "sample": "sampler",
+    "encode": "encoder",
+    "decode": "decoder or generator",
+    "reconstruct": "encoder-decoder",
+    "latent_dim": "latent size",
+    "classify": "classifier",
 }
 
 
@@ -53,7 +53,7 @@ def require(family: Family, task: str, *capabilities: str) -> None:
     """Raise a one-line `UserError` unless ``family`` has every capability named."""
     missing = [c for c in capabilities if getattr(family, c) is None]
     if missing:
-        what = " and ".join(f"{_CAPABILITIES[c]} ('{c}')" for c in missing)
+        what = " and no ".join(f"{_CAPABILITIES[c]} (Family.{c})" for c in missing)
         raise UserError(f"family '{family.name}' cannot {task}: it has no {what}")
 
 
@@ -209,7 +209,9 @@ def slerp(a, b, t, eps: float = 1e-7):
     sin = jnp.sin(omega)
     safe = jnp.where(sin > eps, sin, 1.0)
     spherical = (jnp.sin((1.0 - t) * omega) * a + jnp.sin(t * omega) * b) / safe
-    return jnp.where(sin > eps, spherical, lerp(a, b, t[..., 0]))
+    out = jnp.where(sin > eps, spherical, lerp(a, b, t[..., 0]))
+    # The ends bit for bit (the formula gives them only up to rounding).
+    return jnp.where(t == 0, a, jnp.where(t == 1, b, out))
 
 
 INTERPOLATIONS = {"lerp": lerp, "slerp": slerp}

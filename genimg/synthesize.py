@@ -206,10 +206,10 @@ def interpolate(args, config, family, state, info) -> dict:
     if source == "auto":
         source = "images" if family.encode is not None else "prior"
     modes = ["lerp", "slerp"] if args.interpolation == "both" else [args.interpolation]
-    num_classes = family.num_classes if family.conditional else None
-    classes = parse_classes(args.labels, num_classes)
     if args.labels is not None and not family.conditional:
         raise UserError(f"family '{family.name}' is unconditional: interpolate takes no --labels")
+    num_classes = family.num_classes if family.conditional else None
+    classes = parse_classes(args.labels, num_classes)
     pair_labels = None
     if family.conditional:
         classes = classes or list(range(num_classes))
@@ -277,7 +277,6 @@ def arithmetic(args, config, family, state, info) -> dict:
         classifier = restore_classifier(args.classifier, info["image_shape"])
         num_classes = classifier[0].num_classes
     targets = parse_classes(args.labels, num_classes) or list(range(num_classes))
-    all_classes = list(range(num_classes))
 
     # Codes with their classes, and the example shown at the start of each row.
     if family.encode is not None:
@@ -299,7 +298,19 @@ def arithmetic(args, config, family, state, info) -> dict:
             keep = confidence >= args.min_confidence
             pool_codes, pool_labels = codes[keep], pool_labels[keep]
         pool_images = None
-    index = _pick_per_class(pool_labels, all_classes, args.num_rows)
+    present = [c for c in range(num_classes) if np.any(pool_labels == c)]
+    missing = [c for c in targets if c not in present]
+    if missing and not family.conditional:
+        how = (
+            ""
+            if classifier is None
+            else (
+                f" (samples the classifier labels with confidence >= {args.min_confidence} among "
+                f"{args.num_codes}: raise --num_codes or lower --min_confidence)"
+            )
+        )
+        raise UserError(f"no codes of class {missing[0]} for its class mean{how}")
+    index = _pick_per_class(pool_labels, present, args.num_rows)
     row_codes, row_labels = pool_codes[index], np.asarray(pool_labels)[index].astype(np.int32)
     first = None if pool_images is None else pool_images[index]
     if first is None:

@@ -234,11 +234,11 @@ def per_class_quality(
 
     Returns flat keys ``class{c}/{metric}`` (``fid``, ``kid``, ``precision``, ``recall``,
     ``density``, ``coverage`` as requested by ``metrics``; ``is`` is not a per-class metric),
-    ``class{c}/n_fake`` and ``class{c}/n_real``, their means over the classes
-    (``class_mean/{metric}``), ``labels_from`` ("requested" or "classifier"), ``extractor``
-    and ``real``. A class with fewer than 2 fakes has no scores (NaN). Per-class FID rests on
-    ~1000 images a side, so it is biased upward against a 10k-sample FID: compare it only
-    between models at the same counts.
+    ``class{c}/n_fake`` and ``class{c}/n_real``, their means over the classes that have scores
+    (``class_mean/{metric}``, over ``class_mean/num_classes`` classes), ``labels_from``
+    ("requested" or "classifier"), ``extractor`` and ``real``. A class with fewer than 2
+    fakes has no scores (NaN). Per-class FID rests on ~1000 images a side, so it is biased
+    upward against a 10k-sample FID: compare it only between models at the same counts.
     """
     metrics = [m for m in _check_metrics(metrics) if m != "is"]
     fake_images = extractors_lib.check_uint8_images(fake_images, "fake images")
@@ -293,7 +293,11 @@ def per_class_quality(
         result[f"class{c}/n_fake"] = int(len(f))
         result[f"class{c}/n_real"] = int(len(r))
     for name, values in sums.items():
-        result[f"class_mean/{name}"] = float(np.mean(values))
+        finite = [v for v in values if np.isfinite(v)]
+        result[f"class_mean/{name}"] = float(np.mean(finite)) if finite else float("nan")
+    result["class_mean/num_classes"] = int(
+        sum(result[f"class{c}/n_fake"] >= 2 for c in range(num_classes))
+    )
     result.update(labels_from=labels_from, extractor=extractor.id, real=real_source)
     return result
 
