@@ -118,10 +118,10 @@ def define_flags() -> None:
     cli.num_images_flag(100, "inpaint: the first N test images.")
     cli.define_integer("iterations", 20, "inpaint, encode_decode: iterations.", lower_bound=1)
     cli.define_integer(
-        "inversion_steps", 300, "inpaint, invert: Adam steps per restart.", lower_bound=0
+        "inversion_steps", 100, "inpaint, invert: Adam steps per restart.", lower_bound=0
     )
-    cli.define_integer("restarts", 4, "inpaint, invert: random starts per image.", lower_bound=1)
-    cli.define_float("lr", 0.05, "inpaint, invert: Adam learning rate.")
+    cli.define_integer("restarts", 2, "inpaint, invert: random starts per image.", lower_bound=1)
+    cli.define_float("lr", 0.1, "inpaint, invert: Adam learning rate.")
     cli.define_float("prior_weight", 0.01, "inpaint, invert: weight of mean(z^2).")
     cli.define_bool("baselines", True, "inpaint: also score the mean-image and nearest fills.")
     # composite
