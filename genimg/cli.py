@@ -23,7 +23,7 @@ import logging as pylogging
 import re
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -162,12 +162,17 @@ def run(
     define_flags: Callable[[], None] | None = None,
     help_extra: Callable[[], str] | None = None,
     positional: bool = False,
+    commands: Sequence[str] = (),
 ):
     """Define the entry point's flags (``define_flags()``, with the helpers above), parse
-    them and call ``main(args())`` under the convention above. With ``positional`` the words
-    that are not flags (a subcommand, file names) arrive as ``args.argv``. Flags are defined
-    only here, when the module runs as a program, so importing it as a library defines none;
-    so are the CPU defaults applied (before jax creates its backends)."""
+    them and call ``main(args())`` under the convention above. Flags are defined only here,
+    when the module runs as a program, so importing it as a library defines none; so are the
+    CPU defaults applied (before jax creates its backends).
+
+    With ``commands`` the program takes one of them as its first positional argument
+    (``python -m genimg.synthesize inpaint --workdir=...``); it reaches ``main`` as
+    ``args.command``. A missing or unknown command is a one-line error. With ``positional``
+    the other words that are not flags (file names) arrive as ``args.argv``."""
     platform.configure_cpu_defaults()
     if define_flags is not None:
         define_flags()
@@ -187,15 +192,23 @@ def run(
             _exit_bad_config(err, argv)
 
     def _main(argv):
-        if len(argv) > 1 and not positional:
-            fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
-        if positional and len(argv) < 2:
-            fail(f"missing arguments; see {argv[0]} --help")
+        values = args()
+        words = argv[1:]
+        if commands:
+            if not words:
+                fail(f"give a command first: one of {', '.join(commands)} (see --help)")
+            command, *words = words
+            if command not in commands:
+                fail(f"unknown command '{command}'; expected one of {', '.join(commands)}")
+            values.command = command
+        if positional:
+            if not words:
+                fail(f"missing arguments; see {argv[0]} --help")
+            values.argv = list(words)  # the words that are not flags, in order
+        elif words:
+            fail(f"unexpected arguments: {' '.join(words)} (flags look like --name=value)")
         logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
         pylogging.getLogger("genimg").setLevel(pylogging.INFO)
-        values = args()
-        if positional:
-            values.argv = argv[1:]  # the words that are not flags, in order
         try:
             main(values)
         except USER_ERRORS as err:

@@ -29,7 +29,8 @@ BiGAN: recon,probe). Metric groups:
             Score, in the features of --extractor: "inception" (the standard FID network;
             its weights must be on disk, see README) or "domain:W" (a classifier run W,
             offline). The test split's features are cached. Image-to-image runs
-            (pix2pix, CRN) are scored on their translations of the test inputs.
+            (pix2pix, CRN) are scored on their translations of the test inputs; a
+            conditional run draws a balanced set of classes.
   detect    how well the detector run --detector=W (python -m experiments.detector) tells
             the same generated images from the real ones of --real/--split: ROC-AUC and
             average precision ("generated" positive), accuracy at its threshold
@@ -40,6 +41,12 @@ BiGAN: recon,probe). Metric groups:
   translation, layout, figures (pix2pix, CRN)
             L1/MSE/PSNR/SSIM of the translations against the true images; mean IoU of their
             label/edge map with the input map; input | output | truth grids.
+
+--per_class adds fid/kid/pr per class (each class's samples against the test images of
+that class, keys class<c>/<metric> and their means class_mean/<metric>): samples of a
+conditional run are grouped by the class they were drawn for, and the domain classifier's
+accuracy on them is label_accuracy; samples of an unconditional run (or --fake) are grouped
+by the domain classifier's predicted class.
 
 --untrained evaluates the family's freshly initialised state (seeded by --seed) instead of
 the checkpoint: the random-network baseline.
@@ -63,7 +70,7 @@ from genimg.metrics import detection
 from genimg.metrics import extractors as extractors_lib
 from genimg.metrics import probe as probe_lib
 from genimg.metrics.sample_quality import METRICS as SAMPLE_QUALITY
-from genimg.metrics.sample_quality import load_fake, sample_quality
+from genimg.metrics.sample_quality import load_fake, per_class_quality, sample_quality
 from genimg.train.checkpoint import restore_run
 from genimg.train.family import EvalData
 
@@ -109,6 +116,7 @@ def run(
     num_train: int = 0,
     untrained: bool = False,
     detector: str | None = None,
+    per_class: bool = False,
 ) -> dict:
     """Evaluate the run in ``workdir``; returns the results and merges them into ``eval.json``.
 
@@ -120,7 +128,8 @@ def run(
     first ``num_samples`` test inputs; ``detect`` scores the same images with the ``detector``
     run. ``probe`` fits on the first ``num_train`` (0: all) training images. ``untrained``
     scores ``family.init_state(key(seed))`` instead of the checkpoint. Every input is checked
-    before samples are drawn.
+    before samples are drawn. A conditional family draws classes ``0, 1, ..., K-1, 0, ...``
+    (balanced). ``per_class`` adds `per_class_quality` for the sample-quality groups.
     """
     if num_images < 0:
         raise EvalError(f"--num_images must be >= 0 (0 = the whole split), got {num_images}")
@@ -134,7 +143,16 @@ def run(
         if list(metrics or ()) == [PROBE]:
             return _probe_pixels(real, split, num_images, num_train, seed)
         return _run_on_files(
-            metrics, fake, real, split, extractor, num_images, num_samples, seed, detector
+            metrics,
+            fake,
+            real,
+            split,
+            extractor,
+            num_images,
+            num_samples,
+            seed,
+            detector,
+            per_class,
         )
 
     workdir = pathlib.Path(workdir)
@@ -150,6 +168,8 @@ def run(
             f"it supports {', '.join(dict.fromkeys(supported)) or 'none'}"
         )
     quality = [m for m in metrics if m in SAMPLE_QUALITY]
+    if per_class and not quality:
+        raise EvalError("--per_class applies to the sample-quality groups fid, kid, pr")
     groups = [m for m in metrics if m not in IMAGE_SET and m != PROBE]
     detector_net = _detector(metrics, detector)  # fails early, as does the extractor
     feature_net = extractors_lib.make_extractor(extractor) if quality else None
@@ -193,6 +213,7 @@ def run(
     if quality or detector_net:
         real = real or config.data.source
         reals = _load_real(real, split, num_images) if detector_net else None
+        fake_labels = None
         if fake is not None:
             fakes = load_fake(fake, num=num_samples)
         elif translating:
@@ -201,10 +222,19 @@ def run(
             inputs = test.inputs[:num_samples]
             fakes = synthesis.translate_all(family, state, inputs, test.input_classes, batch())
         else:
-            fakes, _ = synthesis.generate(family, state, num_samples, seed)
+            balanced = None
+            if family.conditional:
+                balanced = np.arange(num_samples) % family.num_classes
+            fakes, fake_labels = synthesis.generate(
+                family, state, num_samples, seed, labels=balanced
+            )
         if quality:
             results.update(
                 _sample_quality(fakes, real, split, feature_net, quality, num_images, seed)
+            )
+        if per_class:
+            results.update(
+                _per_class(fakes, fake_labels, real, split, feature_net, quality, num_images, seed)
             )
         if detector_net:
             results.update(_detect(fakes, reals, detector_net))
@@ -234,7 +264,7 @@ def _probe_pixels(real, split, num_images, num_train, seed) -> dict:
 
 
 def _run_on_files(
-    metrics, fake, real, split, extractor, num_images, num_samples, seed, detector
+    metrics, fake, real, split, extractor, num_images, num_samples, seed, detector, per_class
 ) -> dict:
     """Sample quality (and detection) of the images of ``fake`` against ``real``, without a
     run."""
@@ -247,6 +277,8 @@ def _run_on_files(
             f"without --workdir only {', '.join(IMAGE_SET)} apply, not {', '.join(others)}"
         )
     quality = [m for m in metrics if m in SAMPLE_QUALITY]
+    if per_class and not quality:
+        raise EvalError("--per_class applies to the sample-quality groups fid, kid, pr")
     detector_net = _detector(metrics, detector)
     feature_net = extractors_lib.make_extractor(extractor) if quality else None
     reals = _load_real(real, split, num_images) if detector_net else None
@@ -256,6 +288,8 @@ def _run_on_files(
         results.update(_sample_quality(fakes, real, split, feature_net, quality, num_images, seed))
     if detector_net:
         results.update(_detect(fakes, reals, detector_net), real=real, split=split)
+    if per_class:
+        results.update(_per_class(fakes, None, real, split, feature_net, quality, num_images, seed))
     return _write(_fake_dir(fake) / EVAL_FILE, results)
 
 
@@ -290,6 +324,19 @@ def _sample_quality(fakes, real, split, extractor, metrics, num_images, seed) ->
     try:
         return sample_quality(
             fakes, real, split, extractor, metrics, num_real=num_images or None, seed=seed
+        )
+    except ValueError as err:
+        if isinstance(err, DataError):
+            raise
+        raise EvalError(cli.one_line(err)) from err
+
+
+def _per_class(fakes, labels, real, split, extractor, metrics, num_images, seed) -> dict:
+    """`per_class_quality` with its input errors as `EvalError`."""
+    metrics = [m for m in metrics if m != "is"]
+    try:
+        return per_class_quality(
+            fakes, labels, real, split, extractor, metrics, num_real=num_images or None, seed=seed
         )
     except ValueError as err:
         if isinstance(err, DataError):
@@ -343,6 +390,9 @@ def define_flags() -> None:
         "untrained", False, "Evaluate the family's random initial state, not the checkpoint."
     )
     cli.define_string("detector", None, "Detector run for --metrics=detect (experiments.detector).")
+    cli.define_bool(
+        "per_class", False, "Also score fid/kid/pr per class (see above; label_accuracy)."
+    )
 
 
 def main(args) -> None:
@@ -361,6 +411,7 @@ def main(args) -> None:
         num_train=args.num_train,
         untrained=args.untrained,
         detector=args.detector,
+        per_class=args.per_class,
     )
     print(format_table(results))
     if args.workdir:

@@ -105,3 +105,18 @@ def translation_grid(inputs, outputs, targets, per_row: int = 4) -> np.ndarray:
     n = len(parts[0])
     triplets = np.stack(parts, axis=1).reshape(3 * n, *parts[0].shape[1:])
     return make_grid(triplets, ncols=3 * min(per_row, n))
+
+
+def write_npz_splits(path, splits: dict) -> None:
+    """Write ``{split: (images, labels)}`` as ``<split>_images`` / ``<split>_labels``, which
+    ``load("npz:FILE", split)`` reads as that split."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    arrays = {}
+    for split, (images, labels) in splits.items():
+        arrays[f"{split}_images"] = images
+        if labels is not None:
+            arrays[f"{split}_labels"] = labels
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)

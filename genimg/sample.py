@@ -6,6 +6,17 @@
 Writes "images" (uint8, N x H x W x C) -- and "labels" for conditional runs -- to the .npz
 file, the format python -m genimg.evaluate --fake=npz:FILE reads; --png also writes one PNG
 per image and grid.png into that folder.
+
+The classification accuracy score (CAS; Ravuri & Vinyals 2019) trains a classifier on
+generated images only and tests it on real ones: --with_test_split=SOURCE stores the samples
+as the "train" split and SOURCE's real test split as the "test" split of the .npz, so that
+
+    python -m genimg.sample --workdir=runs/cgan --labels=all --num_samples=60000 \
+        --with_test_split=fashion_mnist --out=runs/cas_cgan.npz
+    python -m experiments.classifier --workdir=runs/cas_cgan \
+        --config.data.source=npz:runs/cas_cgan.npz
+
+reports the CAS as the classifier's test accuracy.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import pathlib
 
 from genimg import cli
 from genimg import images as images_lib
+from genimg.data import load
 from genimg.synthesis import generate
 from genimg.train.checkpoint import restore_run
 
@@ -27,16 +39,39 @@ def define_flags() -> None:
     cli.seed_flag(0, "Sampling seed.")
     cli.batch_size_flag(256, "Samples per device call.")
     cli.labels_flag()
+    cli.define_string(
+        "with_test_split",
+        None,
+        "Store the samples as the train split and this data source's test split beside them "
+        "(train_images/train_labels, test_images/test_labels), for the classification "
+        "accuracy score.",
+    )
 
 
 def main(args) -> None:
     if not args.out.endswith(".npz"):
         cli.fail(f"--out must end in .npz, got {args.out}")
-    _, family, state, _ = restore_run(args.workdir)
+    _, family, state, info = restore_run(args.workdir)
     num_classes = family.num_classes if family.conditional else None
     labels = cli.parse_labels(args.labels, args.num_samples, num_classes)
+    test = None
+    if args.with_test_split:
+        if not family.conditional:
+            cli.fail("--with_test_split needs a conditional run: the samples need labels")
+        test = load(args.with_test_split, "test")
+        if test.labels is None or test.images.shape[1:] != tuple(info["image_shape"]):
+            cli.fail(
+                f"--with_test_split={args.with_test_split}: its test split must be labelled "
+                f"images of the run's shape {tuple(info['image_shape'])}, got "
+                f"{test.images.shape[1:]}{'' if test.labels is not None else ' without labels'}"
+            )
     images, labels = generate(family, state, args.num_samples, args.seed, args.batch_size, labels)
-    images_lib.write_npz(args.out, images, labels)
+    if test is None:
+        images_lib.write_npz(args.out, images, labels)
+    else:
+        images_lib.write_npz_splits(
+            args.out, {"train": (images, labels), "test": (test.images, test.labels)}
+        )
     if args.png:
         folder = pathlib.Path(args.png)
         images_lib.save_pngs(folder, images)

@@ -1,9 +1,19 @@
-"""The GAN family ("gan"): state, the pure train-step factory, config blocks and the builder.
+"""The GAN families ("gan" and the class-conditional "cgan"): state, the pure train-step
+factory, config blocks and the builders.
 
 One step is ``n_critic`` discriminator updates followed by one generator update, each with
 its own optimizer (separate learning rates give TTUR), then an EMA update of the generator.
 The loss (minimax, non-saturating, hinge, least-squares, WGAN), the gradient penalty
 (WGAN-GP) and R1 are config choices; see ``experiments/dcgan.py`` and ``experiments/mlp_gan.py``.
+
+"cgan" is the same step with the labels flowing through the batch (``experiments/cgan.py``):
+D sees each real image with its own label, and each fake image with the label it was drawn
+for; G is conditioned by conditional batch norm or a one-hot input, D by projection or one-hot
+input channels (``genimg.models.gan``). Fake labels are drawn uniformly over the classes, as
+in the projection discriminator's and BigGAN's reference code: G is trained for every class
+at the rate it is later sampled with (balanced), independently of how the real batch happens
+to be drawn, and a fake batch never copies the real batch's class counts (which would let D
+compare the two batches' label histograms instead of images).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import optax
 from flax import struct
 
 from genimg import losses
+from genimg.errors import UserError
 from genimg.models import gan as gan_models
 from genimg.train import family as family_lib
 from genimg.train.common import (
@@ -25,6 +36,7 @@ from genimg.train.common import (
     ema_update,
     ema_warmup,
     global_normal,
+    global_randint,
     maybe_pmean,
     norms,
     optimizer_step,
@@ -37,8 +49,9 @@ ARCHS = ("dcgan", "mlp")
 # --- config ---------------------------------------------------------------------------------
 
 
-def model_config(arch: str = "dcgan") -> ml_collections.ConfigDict:
-    """The ``model`` block: the loss and its penalties, EMA, and the keys of ``arch``."""
+def model_config(arch: str = "dcgan", conditional: bool = False) -> ml_collections.ConfigDict:
+    """The ``model`` block: the loss and its penalties, EMA, and the keys of ``arch``
+    (and, for "cgan", how each network is conditioned)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown GAN arch '{arch}'; expected one of {ARCHS}")
     m = ml_collections.ConfigDict()
@@ -55,6 +68,11 @@ def model_config(arch: str = "dcgan") -> ml_collections.ConfigDict:
     else:
         m.g_hidden = (256, 512, 1024)
         m.d_hidden = (512, 256)
+    if conditional:
+        # G: "cbn" (class-conditional batch norm; DCGAN only) | "concat" (one-hot joins z)
+        m.g_conditioning = "cbn" if arch == "dcgan" else "concat"
+        # D: "projection" (Miyato & Koyama 2018) | "concat" (one-hot joins the input)
+        m.d_conditioning = "projection"
     m.loss = "nonsaturating"  # minimax | nonsaturating | hinge | lsgan | wgan
     m.n_critic = 1  # D updates per G update (each on its own real batch)
     m.gp_weight = 0.0  # WGAN-GP penalty weight (10 in the paper)
@@ -107,12 +125,18 @@ def create_gan_state(
     rng: jax.Array,
     z_dim: int,
     image_shape: tuple[int, int, int],
+    num_classes: int = 0,
 ) -> GANState:
-    """Initialise both networks and their optimizers."""
+    """Initialise both networks (class-conditional ones when ``num_classes > 0``) and their
+    optimizers."""
     g_rng, d_rng, dropout_rng = jax.random.split(rng, 3)
-    g_vars = generator.init(g_rng, jnp.zeros((1, z_dim)), train=False)
+    labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+    g_vars = generator.init(g_rng, jnp.zeros((1, z_dim)), labels, train=False)
     d_vars = discriminator.init(
-        {"params": d_rng, "dropout": dropout_rng}, jnp.zeros((1, *image_shape)), train=False
+        {"params": d_rng, "dropout": dropout_rng},
+        jnp.zeros((1, *image_shape)),
+        labels,
+        train=False,
     )
     g_params, d_params = g_vars["params"], d_vars["params"]
     return GANState(
@@ -141,6 +165,7 @@ def make_gan_train_step(
     ema_decay: float = 0.999,
     log_norms: bool = True,
     axis_name: str | None = None,
+    num_classes: int = 0,
 ):
     """Return a pure ``train_step(state, batch, rng) -> (state, metrics)``.
 
@@ -152,36 +177,53 @@ def make_gan_train_step(
     compute what one device computes for the same global batch. ``ema_decay=0`` skips the EMA
     update (``state.ema_params`` then keeps its initial value and sampling uses ``g_params``);
     ``log_norms=False`` leaves the gradient and parameter norms out of the metrics.
+
+    ``num_classes > 0`` (class-conditional networks): ``batch["label"]`` holds the real
+    images' labels (stacked like the images), each fake batch is drawn for labels uniform over
+    the classes (each device's slice of one global draw), and both networks get the labels.
+    The gradient penalty's interpolates between a real and a fake image take the real one's
+    label. With ``num_classes=0`` the labels are never read and nothing else changes.
     """
     losses.gan_d_loss(loss, jnp.zeros(1), jnp.zeros(1))  # validates `loss` eagerly
 
-    def generate(g_params, g_stats, z):
+    def generate(g_params, g_stats, z, labels):
         """G in training mode: (images, updated batch-norm statistics)."""
         images, new_vars = generator.apply(
-            {"params": g_params, "batch_stats": g_stats}, z, train=True, mutable=["batch_stats"]
+            {"params": g_params, "batch_stats": g_stats},
+            z,
+            labels,
+            train=True,
+            mutable=["batch_stats"],
         )
         return images, new_vars.get("batch_stats", {})
 
-    def discriminate(d_params, d_stats, images, dropout_rng):
+    def discriminate(d_params, d_stats, images, labels, dropout_rng):
         """D in training mode: (logits, updated spectral-norm statistics)."""
         logits, new_vars = discriminator.apply(
             {"params": d_params, "batch_stats": d_stats},
             images,
+            labels,
             train=True,
             rngs={"dropout": dropout_rng},
             mutable=["batch_stats"],
         )
         return logits, new_vars.get("batch_stats", {})
 
-    def d_loss_fn(d_params, d_stats, real, fake, penalty_rng, dropout_rng):
+    def fake_labels(label_rng, local_batch):
+        """Uniform class labels of a fake batch (None for an unconditional GAN)."""
+        if not num_classes:
+            return None
+        return global_randint(label_rng, local_batch, num_classes, axis_name)
+
+    def d_loss_fn(d_params, d_stats, real, real_y, fake, fake_y, penalty_rng, dropout_rng):
         """The critic loss on one real and one fake batch, with its penalties."""
-        real_logits, d_stats = discriminate(d_params, d_stats, real, dropout_rng)
-        fake_logits, d_stats = discriminate(d_params, d_stats, fake, dropout_rng)
+        real_logits, d_stats = discriminate(d_params, d_stats, real, real_y, dropout_rng)
+        fake_logits, d_stats = discriminate(d_params, d_stats, fake, fake_y, dropout_rng)
         total, parts = losses.gan_d_loss(loss, real_logits, fake_logits)
         parts = dict(parts, d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits))
 
         def critic(images):  # D as a function of its input, for the gradient penalties
-            return discriminate(d_params, d_stats, images, dropout_rng)[0]
+            return discriminate(d_params, d_stats, images, real_y, dropout_rng)[0]
 
         if gp_weight:
             parts["gp"] = losses.gradient_penalty(critic, real, fake, penalty_rng)
@@ -194,7 +236,11 @@ def make_gan_train_step(
     def train_step(state: GANState, batch: dict, rng: jax.Array):
         noise_rng, dropout_rng = jax.random.split(jax.random.fold_in(rng, state.step))
         dropout_rng = device_rng(dropout_rng, axis_name)  # dropout: independent per device
+        # z of critic update i is drawn from fold_in(noise_rng, i), i <= n_critic; the fake
+        # labels of a conditional GAN from their own branch, so z stays what it always was.
+        label_rng = jax.random.fold_in(noise_rng, n_critic + 1)
         real_batches = batch["image"]
+        real_labels = batch["label"] if num_classes else None
         local_batch = real_batches.shape[0] // n_critic
         g_params, g_stats = state.g_params, state.g_batch_stats
         d_params, d_stats, d_opt_state = state.d_params, state.d_batch_stats, state.d_opt_state
@@ -203,13 +249,19 @@ def make_gan_train_step(
             z_rng, penalty_rng = jax.random.split(jax.random.fold_in(noise_rng, i))
             d_dropout_rng = jax.random.fold_in(dropout_rng, i)
             real = real_batches[i * local_batch : (i + 1) * local_batch]
+            real_y = None
+            if num_classes:
+                real_y = real_labels[i * local_batch : (i + 1) * local_batch]
             z = global_normal(z_rng, local_batch, (z_dim,), axis_name)
-            fake, g_stats = generate(g_params, g_stats, z)
+            fake_y = fake_labels(jax.random.fold_in(label_rng, i), local_batch)
+            fake, g_stats = generate(g_params, g_stats, z, fake_y)
             (d_loss, (d_parts, d_stats)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
                 d_params,
                 d_stats,
                 real,
+                real_y,
                 jax.lax.stop_gradient(fake),
+                fake_y,
                 penalty_rng,
                 d_dropout_rng,
             )
@@ -218,12 +270,13 @@ def make_gan_train_step(
             )
 
         z = global_normal(jax.random.fold_in(noise_rng, n_critic), local_batch, (z_dim,), axis_name)
+        g_y = fake_labels(jax.random.fold_in(label_rng, n_critic), local_batch)
         g_dropout_rng = jax.random.fold_in(dropout_rng, n_critic)
 
         def g_loss_fn(g_params):
             """The generator loss against the updated D (whose statistics stay as they are)."""
-            fake, new_g_stats = generate(g_params, g_stats, z)
-            fake_logits, _ = discriminate(d_params, d_stats, fake, g_dropout_rng)
+            fake, new_g_stats = generate(g_params, g_stats, z, g_y)
+            fake_logits, _ = discriminate(d_params, d_stats, fake, g_y, g_dropout_rng)
             g_loss, parts = losses.gan_g_loss(loss, fake_logits)
             return g_loss, (parts, new_g_stats)
 
@@ -264,14 +317,19 @@ def make_gan_train_step(
 # --- the family -----------------------------------------------------------------------------
 
 
-def build_models(model_cfg, image_shape, axis_name: str | None = None):
-    """(generator, discriminator, data_scale) for ``config.model``."""
+def build_models(model_cfg, image_shape, axis_name: str | None = None, num_classes: int = 0):
+    """(generator, discriminator, data_scale) for ``config.model``; class-conditional networks
+    (conditioned as ``model.g_conditioning`` / ``model.d_conditioning``) when ``num_classes``."""
+    g_cond, d_cond = {}, {}
+    if num_classes:
+        g_cond = dict(num_classes=num_classes, conditioning=model_cfg.g_conditioning)
+        d_cond = dict(num_classes=num_classes, conditioning=model_cfg.d_conditioning)
     if model_cfg.arch == "mlp":
         return (
             gan_models.MLPGenerator(
-                image_shape=tuple(image_shape), hidden=tuple(model_cfg.g_hidden)
+                image_shape=tuple(image_shape), hidden=tuple(model_cfg.g_hidden), **g_cond
             ),
-            gan_models.MLPDiscriminator(hidden=tuple(model_cfg.d_hidden)),
+            gan_models.MLPDiscriminator(hidden=tuple(model_cfg.d_hidden), **d_cond),
             "0_1",
         )
     if model_cfg.arch == "dcgan":
@@ -283,6 +341,7 @@ def build_models(model_cfg, image_shape, axis_name: str | None = None):
                 axis_name=axis_name,
                 upsample_impl=model_cfg.upsample_impl,
                 conv_backend=model_cfg.conv_backend,
+                **g_cond,
             ),
             gan_models.DCGANDiscriminator(
                 width=model_cfg.d_width,
@@ -290,31 +349,36 @@ def build_models(model_cfg, image_shape, axis_name: str | None = None):
                 dropout=model_cfg.d_dropout,
                 spectral_norm=model_cfg.spectral_norm,
                 conv_backend=model_cfg.conv_backend,
+                **d_cond,
             ),
             "-1_1",
         )
     raise ValueError(f"unknown GAN model.arch '{model_cfg.arch}'; expected one of {ARCHS}")
 
 
-@family_lib.register("gan")
-def build(
-    config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int | None
-) -> family_lib.Family:
-    """The GAN family for ``config.model`` / ``config.optim``."""
-    del num_classes  # unconditional
+def _build(config, image_shape, num_classes: int, name: str) -> family_lib.Family:
+    """The GAN family of ``config.model`` / ``config.optim``; class-conditional when
+    ``num_classes > 0``."""
     m, o = config.model, config.optim
-    generator, discriminator, scale = build_models(m, image_shape)
+    generator, discriminator, scale = build_models(m, image_shape, num_classes=num_classes)
 
     def adam(lr):
         return optax.adam(lr, b1=o.b1, b2=o.b2)
 
     def init_state(rng):
         return create_gan_state(
-            generator, discriminator, adam(o.g_lr), adam(o.d_lr), rng, m.z_dim, image_shape
+            generator,
+            discriminator,
+            adam(o.g_lr),
+            adam(o.d_lr),
+            rng,
+            m.z_dim,
+            image_shape,
+            num_classes,
         )
 
     def make_train_step(axis_name):
-        g, d, _ = build_models(m, image_shape, axis_name)
+        g, d, _ = build_models(m, image_shape, axis_name, num_classes)
         return make_gan_train_step(
             g,
             d,
@@ -326,29 +390,56 @@ def build(
             ema_decay=m.ema_decay,
             log_norms=config.train.log_norms,
             axis_name=axis_name,
+            num_classes=num_classes,
         )
 
     def decode(state: GANState, z, labels=None):
-        """The sampling generator (EMA weights unless ``ema_decay=0``) at codes ``z``."""
-        del labels
+        """The sampling generator (EMA weights unless ``ema_decay=0``) at codes ``z`` (and,
+        for "cgan", classes ``labels``): differentiable in ``z``."""
+        if not num_classes:
+            labels = None
         params = state.ema_params if m.ema_decay > 0 else state.g_params
         images = generator.apply(
-            {"params": params, "batch_stats": state.g_batch_stats}, z, train=False
+            {"params": params, "batch_stats": state.g_batch_stats}, z, labels, train=False
         )
         return to_unit_range(images, scale)
 
     def sample(state: GANState, rng: jax.Array, num: int, labels=None):
-        del labels
-        return decode(state, jax.random.normal(rng, (num, m.z_dim))), None
+        if not num_classes:
+            return decode(state, jax.random.normal(rng, (num, m.z_dim))), None
+        if labels is None:
+            labels = jnp.arange(num) % num_classes  # balanced: one class per grid column
+        return decode(state, jax.random.normal(rng, (num, m.z_dim)), labels), labels
 
     return family_lib.Family(
-        name="gan",
+        name=name,
         data_scale=scale,
         init_state=init_state,
         make_train_step=make_train_step,
         sample=sample,
+        num_classes=num_classes or None,
+        conditional=bool(num_classes),
         decode=decode,
         latent_dim=m.z_dim,
         default_metrics=("fid", "kid", "pr"),
         batch_multiplier=m.n_critic,
     )
+
+
+@family_lib.register("gan")
+def build(
+    config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int | None
+) -> family_lib.Family:
+    """The GAN family for ``config.model`` / ``config.optim``."""
+    del num_classes  # unconditional
+    return _build(config, image_shape, 0, "gan")
+
+
+@family_lib.register("cgan")
+def build_conditional(
+    config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int | None
+) -> family_lib.Family:
+    """The class-conditional GAN (``experiments/cgan.py``): labels reach G and D."""
+    if not num_classes:
+        raise UserError("family 'cgan' needs labelled data; this data source has no labels")
+    return _build(config, image_shape, num_classes, "cgan")

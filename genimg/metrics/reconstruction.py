@@ -66,3 +66,29 @@ def evaluate_reconstruction(
     out = {name: float(np.concatenate(v).mean()) for name, v in scores.items()}
     out["num_images"] = int(sum(len(v) for v in scores["mse"]))
     return out
+
+
+def hole_scores(target, filled, mask) -> dict[str, np.ndarray]:
+    """Per-image scores of an inpainting on the hidden region only: ``mse`` and ``psnr`` (dB)
+    over the hidden pixels, and ``ssim``, the mean of dm-pix's SSIM map (as above, valid
+    windows) over the windows centred on a hidden pixel. An image whose hole holds no window
+    centre (a hole along the border only) gets NaN SSIM; an image without a hole gets NaN for
+    all three. Inputs: ``[N, H, W, C]`` in [0, 1] and the bool mask ``[N, H, W, 1]``, True
+    where hidden."""
+    target = jnp.asarray(target, jnp.float32)
+    filled = jnp.asarray(filled, jnp.float32)
+    if target.shape != filled.shape or target.ndim != 4:
+        raise ValueError(f"expected two [N, H, W, C] arrays, got {target.shape}, {filled.shape}")
+    hidden = jnp.broadcast_to(jnp.asarray(mask, bool), target.shape).astype(jnp.float32)
+    count = jnp.sum(hidden, axis=(1, 2, 3))
+    mse = jnp.sum(hidden * jnp.square(target - filled), axis=(1, 2, 3)) / count
+    ssim_map = dm_pix.ssim(target, filled, max_val=1.0, return_map=True)  # [N, H-10, W-10, C]
+    off_h = (target.shape[1] - ssim_map.shape[1]) // 2
+    off_w = (target.shape[2] - ssim_map.shape[2]) // 2
+    centres = hidden[:, off_h : off_h + ssim_map.shape[1], off_w : off_w + ssim_map.shape[2]]
+    ssim = jnp.sum(centres * ssim_map, axis=(1, 2, 3)) / jnp.sum(centres, axis=(1, 2, 3))
+    return {
+        "mse": np.asarray(mse, np.float64),
+        "psnr": np.asarray(-10.0 * jnp.log10(mse), np.float64),
+        "ssim": np.asarray(ssim, np.float64),
+    }

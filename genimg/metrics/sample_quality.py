@@ -19,6 +19,10 @@ Metric groups (``metrics``) and the keys they add:
        as ``is``, so it cannot be mistaken for an Inception Score.
 Every result also says ``n_real``, ``n_fake``, ``real``, ``split``, ``extractor`` (its id),
 ``preprocessing`` and ``real_from_cache``.
+
+`per_class_quality` scores the same groups per class (each class's samples against the real
+images of that class), with the samples' classes as requested from a conditional model or as
+predicted by a domain classifier, and the classifier's accuracy on requested labels.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 
 from genimg.metrics import extractors as extractors_lib
 from genimg.metrics import refstats
-from genimg.metrics.fid import frechet_distance
+from genimg.metrics.fid import fid_from_features, frechet_distance
 from genimg.metrics.inception_score import inception_score
 from genimg.metrics.kid import kernel_inception_distance
 from genimg.metrics.prdc import precision_recall_density_coverage
@@ -112,8 +116,6 @@ def sample_quality(
     Returns:
       A flat dict of floats and provenance strings (see the module docstring).
     """
-    from genimg.data import load  # noqa: PLC0415
-
     metrics = _check_metrics(metrics)
     fake_images = extractors_lib.check_uint8_images(fake_images, "fake images")
     n_fake = fake_images.shape[0]
@@ -124,40 +126,10 @@ def sample_quality(
     need_logits = "is" in metrics and extractor.num_logits is not None
     if "is" in metrics and extractor.num_logits is None:
         _log.warning("IS skipped: extractor %s gives no logits", extractor.id)
-
-    real = load(real_source, real_split, max_examples=num_real or None)
-    n_real = len(real)
-    if n_real < 2:
-        raise ValueError(f"need at least 2 real images, {real_source} {real_split} has {n_real}")
-    key = {
-        "dataset": real_source,
-        "split": real_split,
-        "num_images": n_real,
-        "data_sha256": hashlib.sha256(real.images.tobytes()).hexdigest(),
-        "image_shape": list(real.images.shape[1:]),
-        "extractor": extractor.name,
-        "weights_hash": extractor.weights_hash,
-        "preprocessing": extractor.preprocessing,
-        "code_version": extractors_lib.CODE_VERSION,
-    }
-
-    def compute_real():
-        return extractors_lib.extract(
-            extractor,
-            real.images,
-            batch_size,
-            keep_features=need_features,
-            keep_logits=False,
-            progress=progress,
-            desc=f"real {real_source}:{real_split}",
-        ).stats
-
-    mu_r, sigma_r, extra = refstats.cached_reference_stats(
-        key,
-        compute_real,
-        default_cache_dir() if cache_dir is None else cache_dir,
-        store_features=need_features,
+    real, (mu_r, sigma_r, extra) = _reference(
+        real_source, real_split, extractor, num_real, cache_dir, need_features, batch_size, progress
     )
+    n_real = len(real)
     fake = extractors_lib.extract(
         extractor,
         fake_images,
@@ -192,3 +164,148 @@ def sample_quality(
         real_from_cache=bool(extra["from_cache"]),
     )
     return result
+
+
+def _reference(source, split, extractor, num_real, cache_dir, need_features, batch_size, progress):
+    """``(real data, (mu, sigma, extra))``: the real split and its cached feature moments
+    (``extra["features"]`` [N, D] too when ``need_features``)."""
+    from genimg.data import load  # noqa: PLC0415
+
+    real = load(source, split, max_examples=num_real or None)
+    if len(real) < 2:
+        raise ValueError(f"need at least 2 real images, {source} {split} has {len(real)}")
+    key = {
+        "dataset": source,
+        "split": split,
+        "num_images": len(real),
+        "data_sha256": hashlib.sha256(real.images.tobytes()).hexdigest(),
+        "image_shape": list(real.images.shape[1:]),
+        "extractor": extractor.name,
+        "weights_hash": extractor.weights_hash,
+        "preprocessing": extractor.preprocessing,
+        "code_version": extractors_lib.CODE_VERSION,
+    }
+
+    def compute_real():
+        return extractors_lib.extract(
+            extractor,
+            real.images,
+            batch_size,
+            keep_features=need_features,
+            keep_logits=False,
+            progress=progress,
+            desc=f"real {source}:{split}",
+        ).stats
+
+    stats = refstats.cached_reference_stats(
+        key,
+        compute_real,
+        default_cache_dir() if cache_dir is None else cache_dir,
+        store_features=need_features,
+    )
+    return real, stats
+
+
+def per_class_quality(
+    fake_images,
+    fake_labels,
+    real_source: str,
+    real_split: str = "test",
+    extractor="inception",
+    metrics: Sequence[str] = ("fid", "kid", "pr"),
+    num_real: int | None = None,
+    cache_dir=None,
+    *,
+    batch_size: int = 250,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    pr_k: int = 3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Sample quality per class: for each class c, the fakes of class c against the real
+    images labelled c, in the features of ``extractor``.
+
+    ``fake_labels`` are the classes the fakes were drawn for (a conditional model); with None
+    they are the extractor's predicted classes, which needs an extractor with logits over the
+    data's classes (a domain classifier). When both are available, ``label_accuracy`` is the
+    fraction of fakes the classifier puts in the class they were drawn for ("does it draw what
+    it was asked for"); ``label_accuracy/class{c}`` per class.
+
+    Returns flat keys ``class{c}/{metric}`` (``fid``, ``kid``, ``precision``, ``recall``,
+    ``density``, ``coverage`` as requested by ``metrics``; ``is`` is not a per-class metric),
+    ``class{c}/n_fake`` and ``class{c}/n_real``, their means over the classes that have scores
+    (``class_mean/{metric}``, over ``class_mean/num_classes`` classes), ``labels_from``
+    ("requested" or "classifier"), ``extractor`` and ``real``. A class with fewer than 2
+    fakes has no scores (NaN). Per-class FID rests on ~1000 images a side, so it is biased
+    upward against a 10k-sample FID: compare it only between models at the same counts.
+    """
+    metrics = [m for m in _check_metrics(metrics) if m != "is"]
+    fake_images = extractors_lib.check_uint8_images(fake_images, "fake images")
+    extractor = extractors_lib.make_extractor(extractor)
+    real, (_, _, extra) = _reference(
+        real_source, real_split, extractor, num_real, cache_dir, True, batch_size, progress
+    )
+    if real.labels is None:
+        raise ValueError(f"per-class metrics need labelled real data; {real_source} has none")
+    num_classes = int(real.num_classes or real.labels.max() + 1)
+    fake = extractors_lib.extract(
+        extractor, fake_images, batch_size, keep_features=True, keep_logits=True,
+        progress=progress, desc="fake",
+    )  # fmt: skip
+    domain = fake.logits is not None and fake.logits.shape[-1] == num_classes
+    predicted = np.argmax(fake.logits, -1) if domain else None
+    result: dict = {}
+    if fake_labels is not None:
+        fake_labels = np.asarray(fake_labels)
+        if fake_labels.shape != (len(fake_images),):
+            raise ValueError(f"expected {len(fake_images)} fake labels, got {fake_labels.shape}")
+        labels_from = "requested"
+        if domain:
+            hit = predicted == fake_labels
+            result["label_accuracy"] = float(np.mean(hit))
+            for c in range(num_classes):
+                result[f"label_accuracy/class{c}"] = float(np.mean(hit[fake_labels == c]))
+    elif domain:
+        fake_labels, labels_from = predicted, "classifier"
+    else:
+        raise ValueError(
+            "unconditional samples are grouped by a domain classifier's predicted class: "
+            f"use a domain extractor over the {num_classes} classes of {real_source}"
+        )
+
+    real_feats = extra["features"]
+    sums: dict[str, list[float]] = {}
+    for c in range(num_classes):
+        r, f = real_feats[real.labels == c], fake.features[fake_labels == c]
+        scores = dict.fromkeys(_per_class_keys(metrics), float("nan"))
+        if len(f) >= 2 and len(r) >= 2:
+            if "fid" in metrics:
+                scores["fid"] = fid_from_features(f, r)
+            if "kid" in metrics:
+                size = min(kid_subset_size, len(r), len(f))
+                scores["kid"], _ = kernel_inception_distance(r, f, kid_subsets, size, seed)
+            if "pr" in metrics:
+                scores.update(precision_recall_density_coverage(r, f, min(pr_k, len(f) - 1)))
+        for name, value in scores.items():
+            result[f"class{c}/{name}"] = float(value)
+            sums.setdefault(name, []).append(float(value))
+        result[f"class{c}/n_fake"] = int(len(f))
+        result[f"class{c}/n_real"] = int(len(r))
+    for name, values in sums.items():
+        finite = [v for v in values if np.isfinite(v)]
+        result[f"class_mean/{name}"] = float(np.mean(finite)) if finite else float("nan")
+    result["class_mean/num_classes"] = int(
+        sum(result[f"class{c}/n_fake"] >= 2 for c in range(num_classes))
+    )
+    result.update(labels_from=labels_from, extractor=extractor.id, real=real_source)
+    return result
+
+
+def _per_class_keys(metrics) -> list[str]:
+    keys = []
+    for m in metrics:
+        keys += {"fid": ["fid"], "kid": ["kid"]}.get(
+            m, ["precision", "recall", "density", "coverage"]
+        )
+    return keys

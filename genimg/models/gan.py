@@ -4,6 +4,20 @@ Generators map ``z [B, z_dim]`` to images ``[B, H, W, C]`` (``tanh`` range [-1, 
 ``sigmoid`` range [0, 1] for the MLP GAN); discriminators map images to one logit per image
 ``[B]``. ``train`` switches batch norm between batch statistics and running averages and
 turns dropout on.
+
+Class-conditional variants (``num_classes > 0``; every call then takes int32 ``labels [B]``):
+
+- generator ``conditioning="cbn"``: every batch norm is a `ConditionalBatchNorm` (a scale and
+  shift per class); ``"concat"``: the one-hot label is appended to ``z`` (Mirza & Osindero
+  2014). The MLP generator has no batch norm, so it only concatenates.
+- discriminator ``conditioning="projection"`` (Miyato & Koyama 2018): with ``phi(x)`` the
+  features before the last layer and ``psi`` that layer, ``logit = psi(phi(x)) +
+  <embed(y), phi(x)>``, the class embedding spectrally normalised along with the other layers
+  when ``spectral_norm`` is on; ``"concat"``: one-hot label maps are appended to the input
+  image's channels (to the flattened input of the MLP).
+
+With ``num_classes=0`` (the default) the modules hold and compute exactly what the
+unconditional ones always did.
 """
 
 from __future__ import annotations
@@ -13,10 +27,42 @@ import math
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from genimg.models.layers import ConvTranspose
+from genimg.models.layers import ConditionalBatchNorm, ConvTranspose
 from genimg.ops import onednn
+
+G_CONDITIONING = ("cbn", "concat")
+D_CONDITIONING = ("projection", "concat")
+
+
+def check_labels(num_classes: int, labels) -> None:
+    """A conditional module needs labels and an unconditional one takes none."""
+    if num_classes and labels is None:
+        raise ValueError(f"a class-conditional module ({num_classes} classes) needs labels")
+    if not num_classes and labels is not None:
+        raise ValueError("labels given to an unconditional module (num_classes=0)")
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} '{value}'; expected one of {', '.join(choices)}")
+
+
+def append_label_maps(x, labels, num_classes: int):
+    """``x [B, H, W, C]`` with ``num_classes`` one-hot label channels appended."""
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)[:, None, None, :]
+    return jnp.concatenate([x, jnp.broadcast_to(one_hot, x.shape[:3] + (num_classes,))], -1)
+
+
+def projection(features, labels, num_classes: int, wrap=lambda module, x: module(x)):
+    """``<embed(y), phi(x)>`` [B] of the projection discriminator; ``wrap(module, x)`` applies
+    the embedding (e.g. spectrally normalised). Called inside a compact module."""
+    embed = nn.Embed(
+        num_classes, features.shape[-1], embedding_init=nn.initializers.xavier_uniform()
+    )
+    return jnp.sum(wrap(embed, labels) * features, axis=-1)
 
 
 class MLPGenerator(nn.Module):
@@ -24,11 +70,21 @@ class MLPGenerator(nn.Module):
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
     hidden: Sequence[int] = (256, 512, 1024)
+    num_classes: int = 0  # > 0: class-conditional (the one-hot label is appended to z)
+    conditioning: str = "concat"  # the only choice without batch norm
 
     @nn.compact
-    def __call__(self, z, train: bool = True):
+    def __call__(self, z, labels=None, train: bool = True):
         del train  # no batch norm or dropout: kept for a uniform generator interface
+        check_labels(self.num_classes, labels)
         x = z
+        if self.num_classes:
+            if self.conditioning != "concat":
+                raise ValueError(
+                    f"the MLP generator has no batch norm to condition: conditioning "
+                    f"'{self.conditioning}' is not available, use 'concat'"
+                )
+            x = jnp.concatenate([z, jax.nn.one_hot(labels, self.num_classes, dtype=z.dtype)], -1)
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
         x = nn.Dense(math.prod(self.image_shape))(x)
@@ -39,14 +95,25 @@ class MLPDiscriminator(nn.Module):
     """The classic fully connected discriminator: flatten -> 512 -> 256 -> 1 logit."""
 
     hidden: Sequence[int] = (512, 256)
+    num_classes: int = 0  # > 0: class-conditional
+    conditioning: str = "projection"  # "projection" | "concat" (one-hot appended to the input)
 
     @nn.compact
-    def __call__(self, x, train: bool = True):
+    def __call__(self, x, labels=None, train: bool = True):
         del train
+        check_labels(self.num_classes, labels)
         x = x.reshape((x.shape[0], -1))
+        if self.num_classes:
+            _check_choice("discriminator conditioning", self.conditioning, D_CONDITIONING)
+            if self.conditioning == "concat":
+                one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=x.dtype)
+                x = jnp.concatenate([x, one_hot], -1)
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(1)(x)[:, 0]
+        logits = nn.Dense(1)(x)[:, 0]  # psi(phi(x)), phi = the last hidden layer
+        if self.num_classes and self.conditioning == "projection":
+            logits = logits + projection(x, labels, self.num_classes)
+        return logits
 
 
 def dcgan_num_stages(size: int) -> tuple[int, int]:
@@ -77,19 +144,36 @@ class DCGANGenerator(nn.Module):
     axis_name: str | None = None  # batch-norm statistics are averaged over this pmap axis
     upsample_impl: str = "auto"  # see layers.ConvTranspose
     conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in); see layers.ConvTranspose
+    num_classes: int = 0  # > 0: class-conditional
+    conditioning: str = "cbn"  # "cbn" (conditional batch norm) | "concat" (one-hot joins z)
 
     @nn.compact
-    def __call__(self, z, train: bool = True):
+    def __call__(self, z, labels=None, train: bool = True):
         size, _, channels = self.image_shape
         n_up, base = dcgan_num_stages(size)
+        check_labels(self.num_classes, labels)
         k = self.kernel_size
-        norm = functools.partial(
-            nn.BatchNorm,
+        norm_kwargs = dict(
             use_running_average=not train,
             momentum=0.9,
             epsilon=1e-5,
             axis_name=self.axis_name if train else None,
         )
+        cbn = False
+        if self.num_classes:
+            _check_choice("generator conditioning", self.conditioning, G_CONDITIONING)
+            cbn = self.conditioning == "cbn"
+            if not cbn:
+                z = jnp.concatenate(
+                    [z, jax.nn.one_hot(labels, self.num_classes, dtype=z.dtype)], -1
+                )
+
+        def norm():
+            if cbn:
+                module = ConditionalBatchNorm(self.num_classes, **norm_kwargs)
+                return lambda x: module(x, labels)
+            return nn.BatchNorm(**norm_kwargs)
+
         up = functools.partial(
             ConvTranspose,
             kernel_size=k,
@@ -123,10 +207,17 @@ class DCGANDiscriminator(nn.Module):
     dropout: float = 0.0
     spectral_norm: bool = False
     conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in, see genimg.ops.onednn)
+    num_classes: int = 0  # > 0: class-conditional
+    conditioning: str = "projection"  # "projection" | "concat" (one-hot maps join the input)
 
     @nn.compact
-    def __call__(self, x, train: bool = True):
+    def __call__(self, x, labels=None, train: bool = True):
         n_down, _ = dcgan_num_stages(x.shape[1])
+        check_labels(self.num_classes, labels)
+        if self.num_classes:
+            _check_choice("discriminator conditioning", self.conditioning, D_CONDITIONING)
+            if self.conditioning == "concat":
+                x = append_label_maps(x, labels, self.num_classes)
         k, p = self.kernel_size, (self.kernel_size - 1) // 2
         conv_fn = onednn.conv_fn(self.conv_backend)
 
@@ -146,5 +237,8 @@ class DCGANDiscriminator(nn.Module):
             x = nn.leaky_relu(layer(conv, x), negative_slope=0.2)
             if self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        x = x.reshape((x.shape[0], -1))
-        return layer(nn.Dense(1), x)[:, 0]
+        x = x.reshape((x.shape[0], -1))  # phi(x) [B, F]
+        logits = layer(nn.Dense(1), x)[:, 0]  # psi(phi(x))
+        if self.num_classes and self.conditioning == "projection":
+            logits = logits + projection(x, labels, self.num_classes, layer)
+        return logits

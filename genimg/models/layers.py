@@ -204,3 +204,36 @@ class ConvTranspose(nn.Module):
         if bias is not None:
             y = y + bias
         return y
+
+
+class ConditionalBatchNorm(nn.Module):
+    """Batch norm with a class-dependent scale and shift (de Vries et al. 2017; Miyato &
+    Koyama 2018): ``gamma[y] * (x - mean) / sqrt(var + eps) + beta[y]``.
+
+    The normalisation is flax's `nn.BatchNorm` without its own affine part (batch statistics
+    in training, running averages otherwise, ``axis_name`` for cross-device statistics); the
+    affine part is one row of ``scale`` [K, C] (initialised to 1) and ``bias`` [K, C] (0) per
+    example, picked by its label.
+    """
+
+    num_classes: int
+    use_running_average: bool = False
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: Array, labels: Array) -> Array:  # [B, ..., C], [B] -> [B, ..., C]
+        x = nn.BatchNorm(
+            use_running_average=self.use_running_average,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            use_scale=False,
+            use_bias=False,
+            axis_name=self.axis_name,
+        )(x)
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (self.num_classes, features))
+        bias = self.param("bias", nn.initializers.zeros, (self.num_classes, features))
+        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (features,)
+        return x * scale[labels].reshape(shape) + bias[labels].reshape(shape)

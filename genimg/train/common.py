@@ -73,15 +73,29 @@ def device_rng(rng: jax.Array, axis_name: str | None) -> jax.Array:
     return rng if axis_name is None else jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
 
+def _global_draw(draw, rng: jax.Array, local_batch: int, axis_name: str | None) -> jax.Array:
+    """``draw(rng, n)`` for the global batch; returns this device's ``local_batch`` rows."""
+    if axis_name is None:
+        return draw(rng, local_batch)
+    n = jax.lax.axis_size(axis_name)
+    start = jax.lax.axis_index(axis_name) * local_batch
+    return jax.lax.dynamic_slice_in_dim(draw(rng, n * local_batch), start, local_batch)
+
+
 def global_normal(rng: jax.Array, local_batch: int, shape, axis_name: str | None) -> jax.Array:
     """Standard normal noise ``[local_batch, *shape]`` that is this device's slice of one
     global draw, so N devices see exactly the noise one device sees for the same global batch."""
-    if axis_name is None:
-        return jax.random.normal(rng, (local_batch, *shape))
-    n = jax.lax.axis_size(axis_name)
-    noise = jax.random.normal(rng, (n * local_batch, *shape))
-    start = jax.lax.axis_index(axis_name) * local_batch
-    return jax.lax.dynamic_slice_in_dim(noise, start, local_batch)
+    return _global_draw(
+        lambda key, n: jax.random.normal(key, (n, *shape)), rng, local_batch, axis_name
+    )
+
+
+def global_randint(rng: jax.Array, local_batch: int, maxval: int, axis_name: str | None):
+    """Integers ``[local_batch]`` uniform in ``[0, maxval)`` (e.g. class labels), this
+    device's slice of one global draw, as `global_normal`."""
+    return _global_draw(
+        lambda key, n: jax.random.randint(key, (n,), 0, maxval), rng, local_batch, axis_name
+    )
 
 
 def ema_update(ema, params, decay: float):

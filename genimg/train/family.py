@@ -89,13 +89,16 @@ class Family:
     conditional: bool = False  # sample/encode/decode/reconstruct take labels
     # (state, images, labels=None) -> latent codes [N, D]: the posterior mean for a VAE.
     encode: Callable[..., jax.Array] | None = None
-    # (state, codes, labels=None) -> images: the generator or decoder (its mean image).
+    # (state, codes, labels=None) -> images: the generator or decoder (its mean image); pure
+    # and differentiable in the codes (GAN inversion takes its gradient).
     decode: Callable[..., jax.Array] | None = None
     # (state, images, labels=None) -> reconstructions (for a denoiser: of its input).
     reconstruct: Callable[..., jax.Array] | None = None
     # (state, images) -> (features [N, F], logits [N, K]): a classifier's penultimate layer.
     classify: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]] | None = None
-    latent_dim: int | None = None  # size of the codes of ``encode`` / ``decode``
+    # Size of the codes of ``encode`` / ``decode``; a family that samples draws its codes from
+    # a standard normal of this size (what the synthesis tools assume for prior codes).
+    latent_dim: int | None = None
     eval_groups: Mapping[str, EvalGroup] = dataclasses.field(default_factory=dict)
     # Groups ``genimg.evaluate`` runs without --metrics (sample-quality names included).
     default_metrics: tuple[str, ...] = ()
