@@ -22,7 +22,9 @@ autoencoder: recon; GAN: fid,kid,pr; classifier: accuracy). Metric groups:
             its weights must be on disk, see README) or "domain:W" (a classifier run W,
             offline). The test split's features are cached.
 
-The numbers are printed and merged into W/eval.json (or eval.json beside --fake's files).
+The numbers are printed and merged into W/eval.json (or eval.json beside --fake's files);
+a run's W/MODEL_CARD.md is rewritten with them. Figures carry the run's provenance (PNG text
+and the invisible watermark), like every image file genimg writes.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from genimg.errors import UserError
 from genimg.metrics import extractors as extractors_lib
 from genimg.metrics.sample_quality import METRICS as SAMPLE_QUALITY
 from genimg.metrics.sample_quality import load_fake, sample_quality
+from genimg.train import model_card
 from genimg.train.checkpoint import restore_run
 from genimg.train.family import EvalData
+from genimg.train.run_provenance import provenance_for_run
 
 EVAL_FILE = "eval.json"
 
@@ -105,6 +109,7 @@ def run(
             batch_size=int(batch_size or config.eval.batch_size),
             seed=seed,
             k=k,
+            provenance=provenance_for_run(workdir, state),
         )
         for name in groups:
             numbers = family.eval_groups[name](family, state, data)
@@ -120,7 +125,9 @@ def run(
                 fakes, real or config.data.source, split, feature_net, quality, num_images, seed
             )
         )
-    return _write(workdir / EVAL_FILE, results)
+    _write(workdir / EVAL_FILE, results)
+    model_card.refresh(workdir, state)
+    return results
 
 
 def _run_on_files(metrics, fake, real, split, extractor, num_images, num_samples, seed) -> dict:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 
 import numpy as np
 import scipy.fft
@@ -48,8 +49,15 @@ ITERATIONS = 4
 REGION = 0.85  # the mark lives in the central REGION x REGION of the image (crops keep it)
 MIN_SIDE = 20  # smaller images are left unmarked (their region has too few coefficients)
 DEFAULT_KEY = "genimg-public-provenance-v1"
+KEY_ENV = "GENIMG_WATERMARK_KEY"  # a secret key to mark (and check) with instead
 P_VALUE_THRESHOLD = 1e-3  # "marked" when the corrected p-value is below this
 _LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def signing_key() -> str:
+    """The key new marks are made with: ``$GENIMG_WATERMARK_KEY`` when set, else the public
+    ``DEFAULT_KEY``."""
+    return os.environ.get(KEY_ENV) or DEFAULT_KEY
 
 
 def key_id(key: str) -> str:

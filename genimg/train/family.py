@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from genimg.errors import ConfigError, UserError
+from genimg.watermark import Provenance
 
 # (state, batch, rng) -> (state, metrics)
 TrainStep = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
@@ -50,6 +51,7 @@ class EvalData:
     batch_size: int
     seed: int
     k: int | None = None  # importance samples for likelihood groups (None: the config's)
+    provenance: Provenance | None = None  # what figures of generated images carry
 
     def batches(self, images=None, with_labels: bool = False):
         """Float batches in [0, 1] of ``batch_size`` (``(x, labels)`` tuples when

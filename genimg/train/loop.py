@@ -15,7 +15,10 @@ pure train step -- ``jax.jit`` on one device, ``jax.pmap`` over several -- and a
   (written synchronously; a resumed run drops the log lines after its checkpoint and starts a
   new event file that purges the old events after it);
 - a PNG sample grid (fixed noise, EMA weights) every ``train.sample_every`` steps in
-  ``workdir/samples``;
+  ``workdir/samples``, carrying the run's provenance (PNG text and, unless
+  ``provenance.watermark=False``, the invisible mark: `genimg.train.run_provenance`);
+- ``workdir/MODEL_CARD.md`` (`genimg.train.model_card`), written when the run starts and when
+  it ends;
 - callbacks the experiment passes (``Callback(every, fn)``), e.g. periodic sample-quality
   evaluation (``genimg.metrics.periodic``): the numbers they return are logged at that step;
 - periodic and final checkpoints, saved after everything else of their step is written (so a
@@ -60,6 +63,7 @@ from genimg import data as data_lib
 from genimg import images as images_lib
 from genimg.errors import ConfigError, Interrupted, UserError
 from genimg.train import checkpoint as ckpt
+from genimg.train import model_card, run_provenance
 from genimg.train import workdir as workdir_lib
 from genimg.train.common import compile_step, replicate, unreplicate
 from genimg.train.family import Family, build_family, family_location
@@ -372,6 +376,7 @@ class _Trainer:
                 self.manager.close()
             except Exception as err:
                 raise self._save_error(err) from err
+            model_card.refresh(workdir, state)
             return state
 
     def _resume(self) -> int:
@@ -388,12 +393,32 @@ class _Trainer:
         if self.rollbacks.entries:
             self._use_learning_rate_scale(self.rollbacks.lr_scale)
         self._set_state(self.initial_state if restored is None else restored)
+        self._add_identity()
         write_run_files(workdir, self.config, self.run_info)
         workdir_lib.record_changes(workdir, start, self.changes)
         workdir_lib.trim_jsonl(workdir / workdir_lib.METRICS_FILE, start)
         workdir_lib.remove_temporary_files(workdir)
+        model_card.refresh(workdir, self.host_state())
         self.writers = self._open_writers(start)
         return start
+
+    def _add_identity(self) -> None:
+        """Run id and config hash (kept from an existing ``run_info.json``) and whether the
+        images carry the watermark, into ``self.run_info``; one warning line when they do
+        not."""
+        path = self.workdir / ckpt.RUN_INFO_FILE
+        try:
+            old = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            old = {}  # rewritten below; an unreadable one was reported by check_resume
+        watermark = run_provenance.watermark_enabled(self.config)
+        self.run_info.update(run_provenance.identity(run_record(self.config), old, watermark))
+        if not watermark:
+            log.warning(
+                "provenance.watermark=False: the sample grids of %s carry no invisible "
+                "watermark, only PNG text (recorded in run_info.json and MODEL_CARD.md)",
+                self.workdir,
+            )
 
     def _open_writers(self, start: int) -> _Writers:
         old_events = any((self.workdir / "tb").glob("events.out.tfevents.*"))
@@ -475,11 +500,14 @@ class _Trainer:
         return metrics
 
     def save_samples(self, step: int) -> None:
-        images, _ = jax.device_get(
-            self.sample_fn(self.host_state(), self.sample_rng, self.tc.num_samples)
+        host = self.host_state()
+        images, _ = jax.device_get(self.sample_fn(host, self.sample_rng, self.tc.num_samples))
+        provenance = run_provenance.provenance_for_run(self.run_info, host)
+        picture = images_lib.save_png(
+            self.workdir / "samples" / f"step_{step:07d}.png",
+            images_lib.make_grid(images),
+            provenance,
         )
-        picture = images_lib.make_grid(images)
-        images_lib.save_png(self.workdir / "samples" / f"step_{step:07d}.png", picture)
         self.writers.image(step, picture)
 
     def _run_callbacks(self, step: int, last: bool) -> None:
