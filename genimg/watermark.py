@@ -234,6 +234,17 @@ def detect(image: np.ndarray, key: str = DEFAULT_KEY) -> Detection:
     return Detection(p_value < P_VALUE_THRESHOLD, p_value, score, payload, name, tried)
 
 
+def decode_bits(image: np.ndarray, key: str = DEFAULT_KEY) -> np.ndarray | None:
+    """The 48 bits (header + payload) read from ``image`` as it is (no resize or crop search):
+    the bit accuracy of a generator's raw output. None when the image is too small."""
+    luma = _luma(_check(image))
+    rows, cols = _region(*luma.shape)
+    basis = _basis(key, *luma[rows, cols].shape)
+    if basis is None:
+        return None
+    return (np.abs(_phases(luma[rows, cols], basis) - 0.5) < 0.25).astype(np.int8)
+
+
 # ---------------------------------------------------------------------------------------------
 # Provenance of the files genimg writes.
 
