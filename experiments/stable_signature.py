@@ -66,14 +66,14 @@ REFERENCES = ("marked", "original")
 def get_config(arg: str | None = None):
     config = config_lib.ConfigDict()
     config.base = ""  # the trained run to fine-tune (a workdir); required
-    config.steps = 400
+    config.steps = 300
     config.batch_size = 32
-    config.lr = 1e-4
-    config.image_weight = 300.0  # weight of the MSE to the reference images
+    config.lr = 2e-4
+    config.image_weight = 100.0  # weight of the MSE to the reference images
     config.reference = "marked"  # "marked": the frozen generator's samples, marked; "original"
     config.seed = 0
     config.log_every = 25
-    config.eval_samples = 500  # raw samples measured at the end
+    config.eval_samples = 200  # raw samples measured at the end
     return config_lib.apply_presets(config, arg, {"tiny": tiny})
 
 
