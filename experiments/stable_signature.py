@@ -78,7 +78,7 @@ def get_config(arg: str | None = None):
 
 
 def tiny(config) -> None:
-    config.update(steps=30, batch_size=8, lr=3e-3, image_weight=10.0, log_every=10, eval_samples=16)
+    config.update(steps=25, batch_size=8, lr=3e-3, image_weight=10.0, log_every=5, eval_samples=8)
 
 
 def _check(config, workdir: pathlib.Path) -> None:
