@@ -52,7 +52,9 @@ by the domain classifier's predicted class.
 the checkpoint: the random-network baseline.
 
 The numbers are printed and merged into W/eval.json (W/eval_untrained.json with --untrained;
-eval.json beside --fake's files; the raw-pixel probe is only printed).
+eval.json beside --fake's files; the raw-pixel probe is only printed); a
+run's W/MODEL_CARD.md is rewritten with them. Figures carry the run's provenance (PNG text
+and the invisible watermark), like every image file genimg writes.
 """
 
 from __future__ import annotations
@@ -71,8 +73,10 @@ from genimg.metrics import extractors as extractors_lib
 from genimg.metrics import probe as probe_lib
 from genimg.metrics.sample_quality import METRICS as SAMPLE_QUALITY
 from genimg.metrics.sample_quality import load_fake, per_class_quality, sample_quality
+from genimg.train import model_card
 from genimg.train.checkpoint import restore_run
 from genimg.train.family import EvalData
+from genimg.train.run_provenance import provenance_for_run
 
 EVAL_FILE = "eval.json"
 UNTRAINED_EVAL_FILE = "eval_untrained.json"  # --untrained: kept apart from the run's numbers
@@ -194,6 +198,7 @@ def run(
             inputs=test.inputs,
             input_classes=test.input_classes,
             source=dc.source,
+            provenance=provenance_for_run(workdir, state),
         )
         for name in groups:
             numbers = family.eval_groups[name](family, state, data)
@@ -238,7 +243,10 @@ def run(
             )
         if detector_net:
             results.update(_detect(fakes, reals, detector_net))
-    return _write(workdir / (UNTRAINED_EVAL_FILE if untrained else EVAL_FILE), results)
+    _write(workdir / (UNTRAINED_EVAL_FILE if untrained else EVAL_FILE), results)
+    if not untrained:
+        model_card.refresh(workdir, state)
+    return results
 
 
 def _probe(features_fn, train, test, seed: int) -> dict:

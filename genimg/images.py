@@ -34,8 +34,8 @@ def to_uint8(images) -> np.ndarray:
     return np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def save_png(path, picture: np.ndarray, provenance: Provenance | None = None) -> None:
-    """Write a uint8 ``[h, w, C]`` picture (C in {1, 3, 4}).
+def save_png(path, picture: np.ndarray, provenance: Provenance | None = None) -> np.ndarray:
+    """Write a uint8 ``[h, w, C]`` picture (C in {1, 3, 4}); returns the pixels written.
 
     With ``provenance`` (every image a model generated), the file carries it as PNG text and,
     unless it is switched off or the picture is too small, as an invisible watermark
@@ -53,6 +53,7 @@ def save_png(path, picture: np.ndarray, provenance: Provenance | None = None) ->
     tmp = path.with_name(path.name + ".tmp")
     Image.fromarray(array).save(tmp, format="PNG", optimize=True, pnginfo=info)
     os.replace(tmp, path)
+    return picture
 
 
 def save_pngs(folder, images: np.ndarray, provenance: Provenance | None = None) -> None:

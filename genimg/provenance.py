@@ -26,7 +26,7 @@ from genimg import cli
 from genimg import watermark as wm
 from genimg.errors import UserError
 
-KEY_ENV = "GENIMG_WATERMARK_KEY"
+KEY_ENV = wm.KEY_ENV
 
 
 def default_keys() -> list[str]:

@@ -5,7 +5,9 @@
 
 Writes "images" (uint8, N x H x W x C) -- and "labels" for conditional runs -- to the .npz
 file, the format python -m genimg.evaluate --fake=npz:FILE reads; --png also writes one PNG
-per image and grid.png into that folder.
+per image and grid.png into that folder, each carrying the run's provenance (PNG text and
+the invisible watermark, unless the run was trained with provenance.watermark=False; check
+them with python -m genimg.provenance check FILE).
 
 The classification accuracy score (CAS; Ravuri & Vinyals 2019) trains a classifier on
 generated images only and tests it on real ones: --with_test_split=SOURCE stores the samples
@@ -29,6 +31,7 @@ from genimg import images as images_lib
 from genimg.data import load
 from genimg.synthesis import generate
 from genimg.train.checkpoint import restore_run
+from genimg.train.run_provenance import provenance_for_run, warn_if_unmarked
 
 
 def define_flags() -> None:
@@ -74,9 +77,11 @@ def main(args) -> None:
         )
     if args.png:
         folder = pathlib.Path(args.png)
-        images_lib.save_pngs(folder, images)
+        provenance = provenance_for_run(args.workdir, state)
+        warn_if_unmarked(provenance, folder)
+        images_lib.save_pngs(folder, images, provenance)
         grid = images_lib.make_grid(images / 255.0, ncols=math.ceil(math.sqrt(len(images))))
-        images_lib.save_png(folder / "grid.png", grid)
+        images_lib.save_png(folder / "grid.png", grid, provenance)
     what = "" if labels is None else f" with labels {sorted(set(labels.tolist()))}"
     print(f"wrote {len(images)} samples {images.shape[1:]}{what} to {args.out}")
 

@@ -59,6 +59,7 @@ from genimg.data import load
 from genimg.errors import UserError
 from genimg.metrics.reconstruction import hole_scores
 from genimg.train.checkpoint import restore_run
+from genimg.train.run_provenance import provenance_for_run
 
 COMMANDS = ("interpolate", "arithmetic", "inpaint", "composite")
 BLANK = 1.0  # value of the empty cells of a grid (white, like the grid's padding)
@@ -467,8 +468,9 @@ RUNNERS = {
 }
 
 
-def write(out: pathlib.Path, command: str, result: dict) -> None:
-    """``<command>.png`` (the grid), ``<command>.npz`` (and ``<command>.json``)."""
+def write(out: pathlib.Path, command: str, result: dict, provenance=None) -> None:
+    """``<command>.png`` (the grid, carrying ``provenance``: PNG text and the invisible
+    watermark), ``<command>.npz`` (and ``<command>.json``)."""
     grid = result["grid"]  # [rows, cols, H, W, C]
     rows, cols = grid.shape[:2]
     images = result.get("images")
@@ -476,7 +478,7 @@ def write(out: pathlib.Path, command: str, result: dict) -> None:
         images = grid.reshape(rows * cols, *grid.shape[2:])
     out.mkdir(parents=True, exist_ok=True)
     picture = images_lib.make_grid(grid.reshape(rows * cols, *grid.shape[2:]), ncols=cols)
-    images_lib.save_png(out / f"{command}.png", picture)
+    images_lib.save_png(out / f"{command}.png", picture, provenance)
     arrays = dict(result["arrays"], images=images_lib.to_uint8(images), grid_shape=[rows, cols])
     tmp = out / f"{command}.tmp.npz"
     np.savez_compressed(tmp, **arrays)
@@ -491,7 +493,7 @@ def main(args) -> None:
         raise UserError(f"--out={out} is a file; give a folder")
     config, family, state, info = restore_run(args.workdir)
     result = RUNNERS[args.command](args, config, family, state, info)
-    write(out, args.command, result)
+    write(out, args.command, result, provenance_for_run(args.workdir, state))
     print(f"{args.command}: {result['summary']}")
     if "json" in result:
         print(json.dumps({k: v for k, v in result["json"].items() if "/" in k}, indent=2))

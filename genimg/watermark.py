@@ -33,10 +33,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 
 import numpy as np
 import scipy.fft
-import scipy.stats
+import scipy.special  # not scipy.stats: its import fails where torch is blocked
 from PIL import Image
 
 HEADER_BITS = 16
@@ -48,8 +49,15 @@ ITERATIONS = 4
 REGION = 0.85  # the mark lives in the central REGION x REGION of the image (crops keep it)
 MIN_SIDE = 20  # smaller images are left unmarked (their region has too few coefficients)
 DEFAULT_KEY = "genimg-public-provenance-v1"
+KEY_ENV = "GENIMG_WATERMARK_KEY"  # a secret key to mark (and check) with instead
 P_VALUE_THRESHOLD = 1e-3  # "marked" when the corrected p-value is below this
 _LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def signing_key() -> str:
+    """The key new marks are made with: ``$GENIMG_WATERMARK_KEY`` when set, else the public
+    ``DEFAULT_KEY``."""
+    return os.environ.get(KEY_ENV) or DEFAULT_KEY
 
 
 def key_id(key: str) -> str:
@@ -221,9 +229,20 @@ def detect(image: np.ndarray, key: str = DEFAULT_KEY) -> Detection:
     if best is None:
         return Detection(False, 1.0, 0.0, None, "too small", 0, too_small=True)
     score, phases, name = best
-    p_value = min(1.0, tried * float(scipy.stats.norm.sf(score)))
+    p_value = min(1.0, tried * float(scipy.special.ndtr(-score)))  # the normal tail above score
     payload = (np.abs(phases[HEADER_BITS:] - 0.5) < 0.25).astype(np.int8)
     return Detection(p_value < P_VALUE_THRESHOLD, p_value, score, payload, name, tried)
+
+
+def decode_bits(image: np.ndarray, key: str = DEFAULT_KEY) -> np.ndarray | None:
+    """The 48 bits (header + payload) read from ``image`` as it is (no resize or crop search):
+    the bit accuracy of a generator's raw output. None when the image is too small."""
+    luma = _luma(_check(image))
+    rows, cols = _region(*luma.shape)
+    basis = _basis(key, *luma[rows, cols].shape)
+    if basis is None:
+        return None
+    return (np.abs(_phases(luma[rows, cols], basis) - 0.5) < 0.25).astype(np.int8)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,7 +126,8 @@ def recon_group(family, state, data) -> dict:
 
 
 def figures_group(family, state, data, num: int = 10) -> dict:
-    """``W/figures/reconstructions.png``: rows input | [corrupted |] output."""
+    """``W/figures/reconstructions.png``: rows input | [corrupted |] output, carrying the run's
+    provenance (``data.provenance``)."""
     x = jnp.asarray(data.images[:num], jnp.float32) / 255.0
     rows = [x]
     if family.corrupt_fn is not None:
@@ -134,7 +135,7 @@ def figures_group(family, state, data, num: int = 10) -> dict:
         rows.append(x)
     rows.append(family.reconstruct(state, x))
     picture = images_lib.make_grid(jnp.concatenate(rows), ncols=len(rows[0]))
-    images_lib.save_png(data.workdir / "figures" / "reconstructions.png", picture)
+    images_lib.save_png(data.workdir / "figures" / "reconstructions.png", picture, data.provenance)
     return {}
 
 

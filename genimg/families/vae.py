@@ -217,20 +217,27 @@ def recon_group(family, state, data) -> dict:
 
 
 def figures_group(family, state, data, num: int = 10) -> dict:
-    """Reconstruction (rows: input | output), prior-sample and latent-traversal grids."""
+    """Reconstruction (rows: input | output), prior-sample and latent-traversal grids, each
+    carrying the run's provenance (``data.provenance``)."""
     out_dir = data.workdir / "figures"
     x = jnp.asarray(_test_images(family, data)[:num], jnp.float32) / 255.0
     labels = jnp.asarray(data.labels[:num]) if family.conditional else None
     recon = family.reconstruct(state, x, labels)
     images_lib.save_png(
-        out_dir / "reconstructions.png", images_lib.make_grid(jnp.concatenate([x, recon]), num)
+        out_dir / "reconstructions.png",
+        images_lib.make_grid(jnp.concatenate([x, recon]), num),
+        data.provenance,
     )
     n = 100 if family.conditional else 64
     samples, _ = family.sample(state, jax.random.key(data.seed), n)
     ncols = 10 if n == 100 else math.ceil(math.sqrt(n))
-    images_lib.save_png(out_dir / "samples.png", images_lib.make_grid(samples, ncols))
+    images_lib.save_png(
+        out_dir / "samples.png", images_lib.make_grid(samples, ncols), data.provenance
+    )
     traversal = synthesis.latent_traversal(family, state, x[:1], labels)
-    images_lib.save_png(out_dir / "traversal.png", images_lib.make_grid(traversal, 11))
+    images_lib.save_png(
+        out_dir / "traversal.png", images_lib.make_grid(traversal, 11), data.provenance
+    )
     return {}
 
 

@@ -68,12 +68,24 @@ def eval_block(batch_size: int = 100, **extra) -> ConfigDict:
     return block
 
 
+def provenance_block(watermark: bool = True) -> ConfigDict:
+    """``watermark``: every image file the run writes carries the invisible provenance mark
+    (``genimg.watermark``) besides its PNG text. Turning it off is logged and written into
+    ``run_info.json`` and ``MODEL_CARD.md``."""
+    block = ConfigDict()
+    block.watermark = watermark
+    return block
+
+
 def experiment_config(family: str, **blocks: ConfigDict) -> ConfigDict:
-    """``{"family": family, **blocks}``: the shape of every experiment's config."""
+    """``{"family": family, **blocks}``: the shape of every experiment's config, with a
+    ``provenance`` block (`provenance_block`) unless ``blocks`` has one."""
     config = ConfigDict()
     config.family = family
     for name, block in blocks.items():
         config[name] = block
+    if "provenance" not in config:
+        config.provenance = provenance_block()
     return config
 
 

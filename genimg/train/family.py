@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from genimg.errors import ConfigError, UserError
+from genimg.watermark import Provenance
 
 # (state, batch, rng) -> (state, metrics)
 TrainStep = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
@@ -55,6 +56,7 @@ class EvalData:
     inputs: np.ndarray | None = None
     input_classes: int | None = None
     source: str | None = None  # the data source string the test split was read from
+    provenance: Provenance | None = None  # what figures of generated images carry
 
     def batches(self, images=None, with_labels: bool = False):
         """Float batches in [0, 1] of ``batch_size`` (``(x, labels)`` tuples when

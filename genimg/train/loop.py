@@ -15,7 +15,10 @@ pure train step -- ``jax.jit`` on one device, ``jax.pmap`` over several -- and a
   (written synchronously; a resumed run drops the log lines after its checkpoint and starts a
   new event file that purges the old events after it);
 - a PNG sample grid (fixed noise, EMA weights) every ``train.sample_every`` steps in
-  ``workdir/samples``;
+  ``workdir/samples``, carrying the run's provenance (PNG text and, unless
+  ``provenance.watermark=False``, the invisible mark: `genimg.train.run_provenance`);
+- ``workdir/MODEL_CARD.md`` (`genimg.train.model_card`), written when the run starts and when
+  it ends;
 - callbacks the experiment passes (``Callback(every, fn)``), e.g. periodic sample-quality
   evaluation (``genimg.metrics.periodic``): the numbers they return are logged at that step;
 - periodic and final checkpoints, saved after everything else of their step is written (so a
@@ -61,6 +64,7 @@ from genimg import images as images_lib
 from genimg import platform
 from genimg.errors import ConfigError, Interrupted, UserError
 from genimg.train import checkpoint as ckpt
+from genimg.train import model_card, run_provenance
 from genimg.train import workdir as workdir_lib
 from genimg.train.common import compile_step, replicate, to_unit_range, unreplicate
 from genimg.train.family import Family, build_family, family_location
@@ -399,6 +403,8 @@ class _Trainer:
                 self.manager.close()
             except Exception as err:
                 raise self._save_error(err) from err
+            if self.primary:
+                model_card.refresh(workdir, state)
             return state
 
     def _resume(self) -> int:
@@ -415,17 +421,37 @@ class _Trainer:
         if self.rollbacks.entries:
             self._use_learning_rate_scale(self.rollbacks.lr_scale)
         self._set_state(self.initial_state if restored is None else restored)
+        self._add_identity()
         if self.primary:
             write_run_files(workdir, self.config, self.run_info)
             workdir_lib.record_changes(workdir, start, self.changes)
             workdir_lib.trim_jsonl(workdir / workdir_lib.METRICS_FILE, start)
             workdir_lib.remove_temporary_files(workdir)
+            model_card.refresh(workdir, self.host_state())
         self.writers = self._open_writers(start)
         return start
 
     def _quarantine(self) -> pathlib.Path | None:
         """Where an unreadable checkpoint is moved (process 0 only moves files)."""
         return self.workdir / ckpt.QUARANTINE_DIR if self.primary else None
+
+    def _add_identity(self) -> None:
+        """Run id and config hash (kept from an existing ``run_info.json``) and whether the
+        images carry the watermark, into ``self.run_info``; one warning line when they do
+        not."""
+        path = self.workdir / ckpt.RUN_INFO_FILE
+        try:
+            old = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            old = {}  # rewritten below; an unreadable one was reported by check_resume
+        watermark = run_provenance.watermark_enabled(self.config)
+        self.run_info.update(run_provenance.identity(run_record(self.config), old, watermark))
+        if not watermark and self.primary:
+            log.warning(
+                "provenance.watermark=False: the sample grids of %s carry no invisible "
+                "watermark, only PNG text (recorded in run_info.json and MODEL_CARD.md)",
+                self.workdir,
+            )
 
     def _open_writers(self, start: int) -> _Writers | _NoWriters:
         if not self.primary:
@@ -512,20 +538,22 @@ class _Trainer:
         return metrics
 
     def save_samples(self, step: int) -> None:
+        host = self.host_state()
         if self.translate_fn is not None:
             fixed = self.fixed
-            outputs = jax.device_get(self.translate_fn(self.host_state(), fixed["input"]))
-            picture = images_lib.translation_grid(
+            outputs = jax.device_get(self.translate_fn(host, fixed["input"]))
+            grid = images_lib.translation_grid(
                 images_lib.show_inputs(fixed["input"], self.data.input_classes),
                 outputs,
                 to_unit_range(fixed["image"], self.family.data_scale),
             )
         else:
-            images, _ = jax.device_get(
-                self.sample_fn(self.host_state(), self.sample_rng, self.tc.num_samples)
-            )
-            picture = images_lib.make_grid(images)
-        images_lib.save_png(self.workdir / "samples" / f"step_{step:07d}.png", picture)
+            images, _ = jax.device_get(self.sample_fn(host, self.sample_rng, self.tc.num_samples))
+            grid = images_lib.make_grid(images)
+        provenance = run_provenance.provenance_for_run(self.run_info, host)
+        picture = images_lib.save_png(
+            self.workdir / "samples" / f"step_{step:07d}.png", grid, provenance
+        )
         self.writers.image(step, picture)
 
     def _run_callbacks(self, step: int, last: bool) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import pathlib
 
 from genimg import watermark as wm
+from genimg.train import run_provenance
+from genimg.train import workdir as workdir_lib
 
 FILE = "MODEL_CARD.md"
 
@@ -40,6 +41,9 @@ _RISKS = (
 
 
 def _table(rows: dict) -> str:
+    """A two-column markdown table ("" for no rows)."""
+    if not rows:
+        return ""
     lines = ["| key | value |", "|---|---|"]
     for key, value in rows.items():
         shown = f"{value:.6g}" if isinstance(value, float) else str(value)
@@ -79,8 +83,8 @@ def render(workdir, config: dict, run_info: dict, num_params: int | None = None)
     model = config.get("model", {})
     sections = [
         f"# Model card: {workdir.name}",
-        "Written by genimg for the run in this folder. Edit freely; genimg rewrites it when the "
-        "run resumes or is evaluated.",
+        "Written by genimg for the run in this folder; it is rewritten when the run starts, "
+        "resumes, ends or is evaluated (edits by hand do not last).",
         "## Model details",
         _table(details),
         "Model configuration (`config.json` has everything):",
@@ -112,13 +116,31 @@ def render(workdir, config: dict, run_info: dict, num_params: int | None = None)
             "was set explicitly). Its images carry the PNG text only, which is easy to strip."
         ),
     ]
+    signature = run_info.get("stable_signature")
+    if signature:
+        sections += [
+            "### Stable Signature",
+            f"This generator was fine-tuned from the run `{signature.get('base')}` (run id "
+            f"`{signature.get('base_run_id')}`) so that every image it draws carries the mark "
+            f"of key id `{signature.get('key_id')}` with model hash "
+            f"`{signature.get('model_hash')}`, also when the model is called directly and its "
+            "output never passes through genimg's file writer. Measured at the end of the "
+            "fine-tuning:",
+            _table(signature.get("measured", {})) or "nothing measured",
+        ]
     return "\n\n".join(sections) + "\n"
 
 
 def write(workdir, config: dict, run_info: dict, num_params: int | None = None) -> pathlib.Path:
     """Write ``MODEL_CARD.md`` atomically; returns its path."""
     path = pathlib.Path(workdir) / FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(workdir, config, run_info, num_params))
-    os.replace(tmp, path)
+    workdir_lib.atomic_write_text(path, render(workdir, config, run_info, num_params))
     return path
+
+
+def refresh(workdir, state=None) -> pathlib.Path:
+    """Rewrite the card of the run in ``workdir`` from its files (``config.json``,
+    ``run_info.json``, ``eval.json``, ``metrics.jsonl``); ``state`` gives the parameter count."""
+    record, info = run_provenance.read_run(workdir)
+    num_params = None if state is None else run_provenance.count_params(state)
+    return write(workdir, record, info, num_params)

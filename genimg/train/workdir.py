@@ -40,9 +40,10 @@ LOCK_FILE = ".lock"
 CONFIG_CHANGES_FILE = "config_changes.jsonl"  # one line per resume that changed a safe key
 
 # What may change between the runs of one workdir: how long to train, how often to log,
-# sample, save and evaluate, how to react to non-finite values, and the device count (the
-# state is saved unreplicated). Nothing here changes the state's structure, the data or the
-# update rule; any other difference is an error.
+# sample, save and evaluate, how to react to non-finite values, the device count (the
+# state is saved unreplicated) and whether written images carry the watermark. Nothing here
+# changes the state's structure, the data or the update rule; any other difference is an
+# error.
 RESUMABLE_KEYS = (
     "train.steps",
     "train.log_every",
@@ -59,6 +60,7 @@ RESUMABLE_KEYS = (
     "train.max_rollbacks",
     "train.rollback_lr_scale",
     "eval.*",
+    "provenance.watermark",
 )
 # run_info.json keys that describe the data the state was trained on.
 _DATA_SHAPE_KEYS = ("image_shape", "num_classes")
