@@ -23,6 +23,7 @@ from genimg import corruptions, losses
 from genimg import images as images_lib
 from genimg.families import common
 from genimg.metrics.reconstruction import evaluate_reconstruction
+from genimg.models import precision
 from genimg.models.autoencoder import AutoEncoder, make_trunks
 from genimg.train import family as family_lib
 from genimg.train.common import (
@@ -154,7 +155,7 @@ def _build(config, image_shape, corrupt_fn) -> AEFamily:
     encoder, decoder = make_trunks(
         m.arch, image_shape, m.latent_dim, image_shape[-1], **common.trunk_kwargs(m)
     )
-    model = AutoEncoder(encoder, decoder)
+    model = precision.wrap(AutoEncoder(encoder, decoder), m.get("dtype", "float32"))
 
     def init_state(rng):
         return create_state(

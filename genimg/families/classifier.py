@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from genimg.errors import UserError
+from genimg.models import precision
 from genimg.models.classifier import ConvClassifier
 from genimg.train import family as family_lib
 from genimg.train.common import State as ParamsState
@@ -40,6 +41,7 @@ def model_config() -> ml_collections.ConfigDict:
     m.feature_dim = 256  # penultimate width = the domain feature dimension
     m.dropout = 0.3
     m.norm = "batch"  # "batch" | "none"
+    m.dtype = "float32"  # compute dtype: "float32" | "bfloat16" (params/optimizer/losses float32)
     return m
 
 
@@ -64,9 +66,14 @@ class State(ParamsState):
     batch_stats: Any
 
 
-def build_model(config, num_classes: int, axis_name: str | None = None) -> ConvClassifier:
-    """The ``ConvClassifier`` of ``config.model`` (``axis_name``: cross-device batch norm)."""
+def build_model(config, num_classes: int, axis_name: str | None = None):
+    """The ``ConvClassifier`` of ``config.model`` (``axis_name``: cross-device batch norm),
+    computing in ``model.dtype`` (`genimg.models.precision`)."""
     m = config.model
+    return precision.wrap(_conv_classifier(m, num_classes, axis_name), m.get("dtype", "float32"))
+
+
+def _conv_classifier(m, num_classes: int, axis_name: str | None) -> ConvClassifier:
     return ConvClassifier(
         num_classes=num_classes,
         widths=tuple(m.widths),

@@ -18,6 +18,7 @@ def trunk_config(arch: str = "conv") -> ml_collections.ConfigDict:
         raise ValueError(f"unknown trunk arch '{arch}'; expected one of {TRUNK_ARCHS}")
     m = ml_collections.ConfigDict()
     m.arch = arch
+    m.dtype = "float32"  # compute dtype: "float32" | "bfloat16" (params/optimizer/losses float32)
     if arch == "conv":
         m.widths = (32, 64)  # stride-2 stages (the decoder mirrors them)
         m.conv_backend = "xla"  # "xla" | "onednn" (CPU, opt-in; see README, Performance)

@@ -31,6 +31,7 @@ from genimg.errors import UserError
 from genimg.families import common
 from genimg.metrics.likelihood import evaluate_nll
 from genimg.metrics.reconstruction import evaluate_reconstruction
+from genimg.models import precision
 from genimg.models.vae import VAE, make_vae
 from genimg.train import family as family_lib
 from genimg.train.common import (
@@ -266,6 +267,7 @@ def _build(config, image_shape, num_classes, conditional: bool) -> VAEFamily:
         label_embed_dim=m.label_embed_dim if conditional else 0,
         **common.trunk_kwargs(m),
     )
+    model = precision.wrap(model, m.get("dtype", "float32"))
     binarize_mode = config.data.binarize
     _check_binarize(binarize_mode)
 

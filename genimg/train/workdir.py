@@ -54,6 +54,7 @@ RESUMABLE_KEYS = (
     "train.num_samples",
     "train.progress",
     "train.num_devices",
+    "model.dtype",
     "train.distributed",
     "train.distributed_timeout_s",
     "train.on_nonfinite",
