@@ -28,8 +28,9 @@ def _run(module, preset: str, dtype: str, image_size: int = 0):
     config.train.batch_size = 16
     images = DIGITS.images
     if image_size:
-        images = np.asarray(jax.image.resize(images, (len(images), image_size, image_size, 1),
-                                             "bilinear")).round().clip(0, 255).astype(np.uint8)  # fmt: skip
+        shape = (len(images), image_size, image_size, 1)
+        resized = jax.image.resize(images.astype(np.float32), shape, "bilinear")
+        images = np.asarray(resized).round().clip(0, 255).astype(np.uint8)
     family = build_family(config, images.shape[1:], 10)
     n = config.train.batch_size * family.batch_multiplier
     state = jax.jit(family.init_state)(jax.random.key(0))

@@ -30,6 +30,7 @@ from flax import struct
 from genimg import losses
 from genimg.errors import UserError
 from genimg.models import gan as gan_models
+from genimg.models import precision
 from genimg.train import family as family_lib
 from genimg.train.common import (
     device_rng,
@@ -57,6 +58,7 @@ def model_config(arch: str = "dcgan", conditional: bool = False) -> ml_collectio
     m = ml_collections.ConfigDict()
     m.arch = arch
     m.z_dim = 100
+    m.dtype = "float32"  # compute dtype: "float32" | "bfloat16" (params/optimizer/losses float32)
     if arch == "dcgan":
         m.g_width = 64  # channels of the last hidden G stage (doubles per stage)
         m.d_width = 64  # channels of the first D conv (doubles per stage)
@@ -319,7 +321,14 @@ def make_gan_train_step(
 
 def build_models(model_cfg, image_shape, axis_name: str | None = None, num_classes: int = 0):
     """(generator, discriminator, data_scale) for ``config.model``; class-conditional networks
-    (conditioned as ``model.g_conditioning`` / ``model.d_conditioning``) when ``num_classes``."""
+    (conditioned as ``model.g_conditioning`` / ``model.d_conditioning``) when ``num_classes``;
+    both computing in ``model.dtype`` (`genimg.models.precision`)."""
+    g, d, scale = _networks(model_cfg, image_shape, axis_name, num_classes)
+    dtype = model_cfg.get("dtype", "float32")
+    return precision.wrap(g, dtype), precision.wrap(d, dtype), scale
+
+
+def _networks(model_cfg, image_shape, axis_name, num_classes):
     g_cond, d_cond = {}, {}
     if num_classes:
         g_cond = dict(num_classes=num_classes, conditioning=model_cfg.g_conditioning)
