@@ -22,8 +22,9 @@ numbers per jax device), for each kind of arithmetic the chip offers: "fp32" (GP
 precision) and "bf16" (TPUs run float32 matmuls at the default precision as bf16 passes). An
 unknown chip gets null unless --peak_tflops is given (one number, reported as "given").
 
-dtypes: float32. bfloat16 is the slot below (`DTYPES`): it is measured once `model.dtype`
-exists (compute in bf16, parameters in fp32).
+dtypes: float32 and bfloat16 (`model.dtype`: compute in bf16, parameters, optimizer state and
+losses in fp32; `genimg.models.precision`); the JSON has one record per (model, dtype) and
+the bf16 speedup per model.
 
 --allow_cpu runs the same path on the CPU (to test this script; the numbers mean nothing for
 an accelerator). Without it, a CPU-only jax is a one-line error (exit status 1).
@@ -41,9 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from genimg import cli  # noqa: E402  (repo root on sys.path first)
 
 MODELS = {"dcgan64": (64, 64, 3), "convvae": (28, 28, 1)}
-# bf16 SLOT: add "bfloat16" here once `model.dtype` exists (issue 14) and pass it to the
-# builders in `_build`; the JSON then has one record per (model, dtype).
-DTYPES = ("float32",)
+DTYPES = ("float32", "bfloat16")
 # Dense peak TFLOP/s per jax device (datasheets; TPU v2/v3 expose each TensorCore, half a chip,
 # as a device). The first key contained in `device_kind` wins, so the longer names go first.
 PEAKS = {
@@ -88,19 +87,21 @@ def _flops(compiled) -> float | None:
     return float(flops) if flops is not None and flops > 0 else None
 
 
-def _build(model: str, batch: int):
+def _build(model: str, batch: int, dtype: str):
     import train_throughput as tt
 
     if model == "convvae":
-        return tt.build_vae(batch, False, "xla")
-    return tt.build_gan("dcgan", batch, "auto", 0.0, False, "xla", image_shape=MODELS[model])
+        return tt.build_vae(batch, False, "xla", dtype=dtype)
+    return tt.build_gan(
+        "dcgan", batch, "auto", 0.0, False, "xla", image_shape=MODELS[model], dtype=dtype
+    )
 
 
 def measure(model: str, dtype: str, batch: int, steps: int, warmup: int, peaks: dict) -> dict:
     import jax
     import train_throughput as tt
 
-    state, train_step, data = _build(model, batch)
+    state, train_step, data = _build(model, batch, dtype)
     device = jax.devices()[0]
     state, data = jax.block_until_ready(jax.device_put((state, data), device))
     rng = jax.random.key(42)
@@ -129,6 +130,16 @@ def measure(model: str, dtype: str, batch: int, steps: int, warmup: int, peaks: 
         }
         or None,
         "finite": finite,
+    }
+
+
+def _speedups(records) -> dict:
+    """img/s in bfloat16 over img/s in float32, per model."""
+    rate = {(r["model"], r["dtype"]): r["img_per_s"] for r in records}
+    return {
+        m: round(rate[m, "bfloat16"] / rate[m, "float32"], 3)
+        for m, _ in rate
+        if (m, "float32") in rate and (m, "bfloat16") in rate
     }
 
 
@@ -170,7 +181,7 @@ def main(args) -> None:
                 "peak_tflops": peaks or None,
                 "tests": json.loads(args.test_report) if args.test_report else None,
                 "throughput": records,
-                "bf16": "not measured: model.dtype does not exist yet",
+                "bf16_speedup": _speedups(records),
             }
         )
     )

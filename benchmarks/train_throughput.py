@@ -57,9 +57,10 @@ def build_gan(
     log_norms: bool,
     conv: str,
     image_shape=IMAGE_SHAPE,
+    dtype: str = "float32",
 ):
     """(state, train_step, batch dict) for the dcgan / mlpgan of torch_peer.py (at another
-    `image_shape` for benchmarks/accelerator_check.py)."""
+    `image_shape` and compute `dtype` for benchmarks/accelerator_check.py)."""
     import jax
     import optax
 
@@ -70,6 +71,7 @@ def build_gan(
         model_cfg.update(upsample_impl=upsample_impl, conv_backend=conv)
     else:
         model_cfg = gan.model_config("mlp")
+    model_cfg.dtype = dtype
     g, d, scale = gan.build_models(model_cfg, image_shape)
     lo = -1.0 if scale == "-1_1" else 0.0
     adam = lambda: optax.adam(2e-4, b1=0.5, b2=0.999)
@@ -82,16 +84,19 @@ def build_gan(
     return state, step, {"image": real}
 
 
-def build_vae(batch: int, log_norms: bool, conv: str):
-    """(state, train_step, batch dict) for the convvae of torch_peer.py."""
+def build_vae(batch: int, log_norms: bool, conv: str, dtype: str = "float32"):
+    """(state, train_step, batch dict) for the convvae of torch_peer.py (computing in
+    `dtype`)."""
     import jax
     import optax
 
     from genimg.families.vae import make_vae_train_step
+    from genimg.models import precision
     from genimg.models.vae import make_vae
     from genimg.train.common import create_state
 
     model = make_vae("conv", IMAGE_SHAPE, Z_VAE, 1, conv_backend=conv)  # 1 channel of logits
+    model = precision.wrap(model, dtype)
     x = jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE))
     state = create_state(model, optax.adam(1e-3), jax.random.key(0), x[:1], jax.random.key(2))
     step = make_vae_train_step(

@@ -206,8 +206,8 @@ def test_accelerator_check_needs_an_accelerator_or_allow_cpu():
 
 
 def test_accelerator_check_runs_its_path_on_the_cpu():
-    """The measuring path with --allow_cpu, small: one JSON record per model, FLOPs from XLA's
-    cost analysis (the conv VAE's forward + backward: several MFLOP per image) and an MFU
+    """The measuring path with --allow_cpu, small: one JSON record per (model, dtype), FLOPs
+    from XLA's cost analysis (the conv VAE's forward + backward: several MFLOP per image) and an MFU
     against the given peak. (The DCGAN-64 step takes tens of seconds per image on this CPU.)"""
     out = _run(
         ["benchmarks/accelerator_check.py", "--allow_cpu", "--models=convvae", "--batch_size=4"]
@@ -215,9 +215,13 @@ def test_accelerator_check_runs_its_path_on_the_cpu():
     )
     record = _one_record(out.stdout)
     assert record["backend"] == "cpu" and record["peak_tflops"] == {"given": 2.0}
-    assert record["tests"] == {"tests": 3} and "model.dtype" in record["bf16"]
-    (row,) = record["throughput"]
+    assert record["tests"] == {"tests": 3}
+    row, row16 = record["throughput"]
     assert row["model"] == "convvae" and row["dtype"] == "float32" and row["batch"] == 4
+    assert row16["dtype"] == "bfloat16" and row16["finite"] is True
+    assert record["bf16_speedup"]["convvae"] == pytest.approx(
+        row16["img_per_s"] / row["img_per_s"], rel=0.01
+    )
     assert row["finite"] is True and row["img_per_s"] > 0
     assert 4 * 1e6 < row["flops_per_step"] < 4 * 1e9
     achieved = row["flops_per_step"] / (row["ms_per_step"] / 1000) / 1e12
