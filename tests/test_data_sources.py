@@ -561,7 +561,7 @@ def test_unknown_source():
     assert _one_line_error(excinfo) == (
         "unknown data source 'xyz'; expected one of tfds:NAME[:SPLIT], idx:DIR, folder:DIR, "
         "npz:FILE, digits, mnist, fashion_mnist, cifar10, kmnist, "
-        "paired:(folder|folder_btoa|npz|labelmap|edges):..."
+        "paired:(folder|folder_btoa|npz|labelmap|edges):..., real_vs_fake:REAL,FAKE[,FAKE...]"
     )
 
 
