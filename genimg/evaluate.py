@@ -132,7 +132,7 @@ def run(
             fakes = load_fake(fake, num=num_samples)
         else:
             balanced = None
-            if family.conditional:
+            if family.conditional and family.num_classes:
                 balanced = np.arange(num_samples) % family.num_classes
             fakes, fake_labels = synthesis.generate(
                 family, state, num_samples, seed, labels=balanced
