@@ -5,6 +5,7 @@
     python -m experiments.text2image --workdir=/tmp/t --config=experiments/text2image.py:tiny
     python -m genimg.sample --workdir=runs/t2i --prompt="a bag right of a sneaker" --num_samples=16
     python -m genimg.evaluate --workdir=runs/t2i --metrics=captions
+    python -c "from experiments.text2image import figure; figure('runs/t2i', 'docs/t2i.png')"
 
 Data: the ``scenes`` source (56x56 canvases, a 2x2 grid of Fashion-MNIST items, captions such
 as "a sandal at the top left" or "a bag left of a sneaker"; a held-out split of
@@ -19,9 +20,13 @@ Presets: bow (bag-of-words text encoder: the baseline), tiny (seconds).
 
 from __future__ import annotations
 
-from genimg import cli
+import numpy as np
+
+from genimg import cli, synthesis
+from genimg import images as images_lib
 from genimg.families import gan, text2image
 from genimg.train import config as config_lib
+from genimg.train.checkpoint import restore_run
 from genimg.train.loop import train_from_config
 
 
@@ -31,7 +36,7 @@ def get_config(arg: str | None = None):
         data=config_lib.data_block("scenes"),
         model=text2image.model_config("transformer"),
         optim=gan.optim_config(),
-        train=config_lib.train_block(steps=3000, sample_every=500, checkpoint_every=500),
+        train=config_lib.train_block(steps=1000, sample_every=500, checkpoint_every=500),
         eval=text2image.eval_config(),
     )
     config.optim.update(g_lr=1e-4, d_lr=4e-4, b1=0.0, b2=0.9)
@@ -48,6 +53,29 @@ def tiny(config) -> None:
     config_lib.tiny_train(config)
     config.data.source = "scenes:n=32,n_test=8"
     config.train.num_samples = 8
+
+
+# Rows of the README figure: trained combinations first, then held-out ones (marked *).
+FIGURE_PROMPTS = (
+    "a sandal at the top right",
+    "a bag left of a coat",
+    "a shirt above a sneaker",
+    "a boot right of a dress",
+    "a sandal at the top left",  # * held out (object, position)
+    "a bag at the bottom right",  # *
+    "a bag right of a sneaker",  # * held out (object, object)
+    "a coat above a boot",  # *
+)
+
+
+def figure(workdir, out, prompts=FIGURE_PROMPTS, num: int = 8, seed: int = 0) -> np.ndarray:
+    """A PNG grid of ``num`` samples (columns) for each prompt (rows) of the run in
+    ``workdir``; returns the uint8 samples ``[len(prompts) * num, H, W, C]``."""
+    _, family, state, _ = restore_run(workdir)
+    tokens = np.stack([family.encode_prompt(p) for p in prompts]).repeat(num, axis=0)
+    images, _ = synthesis.generate(family, state, len(tokens), seed, len(tokens), tokens)
+    images_lib.save_png(out, images_lib.make_grid(images / 255.0, ncols=num))
+    return images
 
 
 def main(config, workdir) -> None:

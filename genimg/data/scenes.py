@@ -31,7 +31,16 @@ import numpy as np
 from genimg.errors import UserError
 
 CLASS_NAMES = (
-    "tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot",
+    "tshirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "boot",
 )  # fmt: skip  -- Fashion-MNIST's classes 0..9, one word each
 POSITIONS = {"top left": (0, 0), "top right": (0, 1), "bottom left": (1, 0), "bottom right": (1, 1)}
 RELATION_TYPES = ("position", "horizontal", "vertical")

@@ -100,7 +100,7 @@ class ImageData:
             labels.dtype != np.int32 or labels.ndim not in (1, 2) or labels.shape[0] != len(images)
         ):
             raise DataError(
-                f"ImageData.labels must be int32 [{images.shape[0]}] or [{images.shape[0]}, L], got "
+                f"ImageData.labels must be int32 [{len(images)}] or [{len(images)}, L], got "
                 f"{labels.dtype} {labels.shape}"
             )
 

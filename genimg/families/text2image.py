@@ -124,7 +124,8 @@ def captions_group(config):
             )
             nearest = fidelity.nearest_captions(tokens, train.labels)
             features = {}
-            for name, x in (("model", fakes), ("retrieval", train.images[nearest]), ("real", images)):
+            candidates = {"model": fakes, "retrieval": train.images[nearest], "real": images}
+            for name, x in candidates.items():
                 grids, features[name] = fidelity.read_scenes(x, extractor, data.batch_size)
                 ok, relations = fidelity.correct(grids, tokens)
                 results.update(fidelity.accuracy_by_relation(ok, relations, f"{split}/{name}"))

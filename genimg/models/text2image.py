@@ -68,9 +68,7 @@ class TransformerTextEncoder(nn.Module):
     def __call__(self, tokens):
         valid = tokens > 0
         x = nn.Embed(self.vocab_size, self.dim)(tokens)
-        pos = self.param(
-            "pos_embedding", nn.initializers.normal(0.02), (self.max_len, self.dim)
-        )
+        pos = self.param("pos_embedding", nn.initializers.normal(0.02), (self.max_len, self.dim))
         x = x + pos[: tokens.shape[1]]
         for _ in range(self.depth):
             x = TransformerBlock(self.dim, self.heads)(x, valid)

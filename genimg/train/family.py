@@ -119,8 +119,10 @@ class Family:
         ):
             what = "class ids" if not shape else f"labels of shape {shape}"
             raise UserError(f"labels must be a {1 + len(shape)}-D list of {num or 'N'} {what}")
-        if self.num_classes and len(labels) and (
-            labels.min() < 0 or labels.max() >= self.num_classes
+        if (
+            self.num_classes
+            and len(labels)
+            and (labels.min() < 0 or labels.max() >= self.num_classes)
         ):
             bad = int(labels[(labels < 0) | (labels >= self.num_classes)][0])
             raise UserError(
