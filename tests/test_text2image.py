@@ -166,6 +166,13 @@ def test_caption_fidelity_reads_real_scenes_and_catches_wrong_ones():
     relations = np.asarray(relations)
     assert not ok_flipped[relations == "horizontal"].any()
     assert ok_flipped[relations == "vertical"].all()
+    placed, _ = fidelity.correct(flipped, made.tokens, classes=False)
+    # mirrored, the two items of a relation still fill cells the caption allows; one named
+    # cell ("at the top left") is left empty
+    np.testing.assert_array_equal(placed, relations != "position")
+    swapped = np.where(grids >= 0, (grids + 1) % 10, -1)  # right cells, wrong classes
+    assert not fidelity.correct(swapped, made.tokens)[0].any()
+    assert fidelity.correct(swapped, made.tokens, classes=False)[0].all()
     acc = fidelity.accuracy_by_relation(ok_flipped, list(relations), "x")
     assert acc["x/horizontal"] == 0.0 and acc["x/vertical"] == 1.0
     assert acc["x/all"] == pytest.approx(np.mean(ok_flipped))

@@ -129,6 +129,8 @@ def captions_group(config):
                 grids, features[name] = fidelity.read_scenes(x, extractor, data.batch_size)
                 ok, relations = fidelity.correct(grids, tokens)
                 results.update(fidelity.accuracy_by_relation(ok, relations, f"{split}/{name}"))
+                placed, _ = fidelity.correct(grids, tokens, classes=False)
+                results[f"{split}/{name}/layout"] = float(np.mean(placed))
             if split == "test":
                 results["scene_fid/model"] = fidelity.scene_fid(features["model"], features["real"])
                 results["scene_fid/retrieval"] = fidelity.scene_fid(

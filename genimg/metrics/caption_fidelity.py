@@ -10,6 +10,9 @@ Domain-FID compares scenes in the classifier's penultimate features of the four 
 concatenated in reading order (so a wrong layout moves a scene's features as much as a
 wrong item does), by the Fréchet distance.
 
+``correct(..., classes=False)`` scores the layout alone (items in the right cells, whatever
+their class), which separates "puts things in the right place" from "draws the right things".
+
 `nearest_captions` is the memorisation baseline: the training caption with the fewest
 differing tokens (position by position; ties go to the first), whose scene is retrieved.
 """
@@ -49,11 +52,14 @@ def read_scenes(images: np.ndarray, extractor, batch_size: int = 500):
     return classes.reshape(len(images), g, g), out.features.reshape(len(images), -1)
 
 
-def correct(grids: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """``(bool [N], relation type per scene)``: does scene i show caption i?"""
+def correct(
+    grids: np.ndarray, tokens: np.ndarray, classes: bool = True
+) -> tuple[np.ndarray, list[str]]:
+    """``(bool [N], relation type per scene)``: does scene i show caption i? With
+    ``classes=False``: are its items in the right cells (the layout alone)?"""
     specs = [scenes.parse(scenes.TOKENIZER.decode(t)) for t in tokens]
-    ok = np.array([scenes.satisfies(s, g) for s, g in zip(specs, grids, strict=True)])
-    return ok, [s.relation for s in specs]
+    ok = [scenes.satisfies(s, g, classes) for s, g in zip(specs, grids, strict=True)]
+    return np.array(ok), [s.relation for s in specs]
 
 
 def accuracy_by_relation(ok: np.ndarray, relations: list[str], prefix: str) -> dict:
