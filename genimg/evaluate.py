@@ -228,7 +228,7 @@ def run(
             fakes = synthesis.translate_all(family, state, inputs, test.input_classes, batch())
         else:
             balanced = None
-            if family.conditional:
+            if family.conditional and family.num_classes:
                 balanced = np.arange(num_samples) % family.num_classes
             fakes, fake_labels = synthesis.generate(
                 family, state, num_samples, seed, labels=balanced

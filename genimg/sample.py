@@ -2,12 +2,16 @@
 
     python -m genimg.sample --workdir=runs/dcgan --num_samples=10000 --out=runs/dcgan/samples.npz
     python -m genimg.sample --workdir=runs/cvae --labels=3,7 --num_samples=16 --out=s.npz --png=s/
+    python -m genimg.sample --workdir=runs/t2i --prompt="a bag right of a sneaker" --num_samples=16
 
 Writes "images" (uint8, N x H x W x C) -- and "labels" for conditional runs -- to the .npz
 file, the format python -m genimg.evaluate --fake=npz:FILE reads; --png also writes one PNG
 per image and grid.png into that folder, each carrying the run's provenance (PNG text and
 the invisible watermark, unless the run was trained with provenance.watermark=False; check
-them with python -m genimg.provenance check FILE).
+them with python -m genimg.provenance check FILE). --prompt (families with
+Family.encode_prompt, e.g. text2image) conditions every sample on one caption; without --out
+and --png its samples go to W/prompts/<the prompt, words joined by _>/ (samples.npz, PNGs and
+grid.png).
 
 The classification accuracy score (CAS; Ravuri & Vinyals 2019) trains a classifier on
 generated images only and tests it on real ones: --with_test_split=SOURCE stores the samples
@@ -26,6 +30,8 @@ from __future__ import annotations
 import math
 import pathlib
 
+import numpy as np
+
 from genimg import cli
 from genimg import images as images_lib
 from genimg.data import load
@@ -37,11 +43,14 @@ from genimg.train.run_provenance import provenance_for_run, warn_if_unmarked
 def define_flags() -> None:
     cli.workdir_flag()
     cli.num_samples_flag(64)
-    cli.define_string("out", None, "Output .npz file.", required=True)
+    cli.define_string("out", None, "Output .npz file (required unless --prompt is given).")
     cli.define_string("png", None, "Optional folder for one PNG per sample and a grid.")
     cli.seed_flag(0, "Sampling seed.")
     cli.batch_size_flag(256, "Samples per device call.")
     cli.labels_flag()
+    cli.define_string(
+        "prompt", None, "Text-conditional families: the caption every sample is drawn for."
+    )
     cli.define_string(
         "with_test_split",
         None,
@@ -52,11 +61,24 @@ def define_flags() -> None:
 
 
 def main(args) -> None:
-    if not args.out.endswith(".npz"):
+    if args.prompt is not None and args.labels is not None:
+        cli.fail("give --prompt or --labels, not both")
+    if args.out is None and args.prompt is None:
+        cli.fail("--out is required (an .npz file)")
+    if args.out is not None and not args.out.endswith(".npz"):
         cli.fail(f"--out must end in .npz, got {args.out}")
     _, family, state, info = restore_run(args.workdir)
     num_classes = family.num_classes if family.conditional else None
     labels = cli.parse_labels(args.labels, args.num_samples, num_classes)
+    if args.prompt is not None:
+        if family.encode_prompt is None:
+            cli.fail(f"family '{family.name}' takes no text prompts (it has no encode_prompt)")
+        tokens = np.asarray(family.encode_prompt(args.prompt))
+        labels = np.repeat(tokens[None], args.num_samples, axis=0)
+        if args.out is None:
+            folder = pathlib.Path(args.workdir) / "prompts" / "_".join(args.prompt.split())
+            args.out = str(folder / "samples.npz")
+            args.png = args.png or str(folder)
     test = None
     if args.with_test_split:
         if not family.conditional:
@@ -82,7 +104,10 @@ def main(args) -> None:
         images_lib.save_pngs(folder, images, provenance)
         grid = images_lib.make_grid(images / 255.0, ncols=math.ceil(math.sqrt(len(images))))
         images_lib.save_png(folder / "grid.png", grid, provenance)
-    what = "" if labels is None else f" with labels {sorted(set(labels.tolist()))}"
+    if args.prompt is not None:
+        what = f" for {args.prompt!r}"
+    else:
+        what = "" if labels is None else f" with labels {sorted(set(labels.tolist()))}"
     print(f"wrote {len(images)} samples {images.shape[1:]}{what} to {args.out}")
 
 

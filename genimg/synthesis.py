@@ -129,7 +129,7 @@ def generate(
         chunk = None
         if labels is not None:
             chunk = labels[start : start + batch_size]
-            chunk = jnp.asarray(np.resize(chunk, batch_size))  # pad by repetition
+            chunk = jnp.asarray(chunk[np.arange(batch_size) % len(chunk)])  # pad by repetition
         x, y = sample(state, jax.random.fold_in(rng, start), batch_size, chunk)
         keep = min(batch_size, num - start)
         images.append(np.asarray(jax.device_get(x))[:keep])

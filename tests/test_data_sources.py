@@ -560,7 +560,7 @@ def test_unknown_source():
         load("xyz")
     assert _one_line_error(excinfo) == (
         "unknown data source 'xyz'; expected one of tfds:NAME[:SPLIT], idx:DIR, folder:DIR, "
-        "npz:FILE, digits, mnist, fashion_mnist, cifar10, kmnist, "
+        "npz:FILE, scenes[:OPTIONS], digits, mnist, fashion_mnist, cifar10, kmnist, "
         "paired:(folder|folder_btoa|npz|labelmap|edges):..., real_vs_fake:REAL,FAKE[,FAKE...]"
     )
 

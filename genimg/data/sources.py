@@ -28,6 +28,9 @@
                      samples apart; a plain `images` array serves every split). The classes
                      are balanced (the first as many real images as there are fakes are kept)
                      and mixed in a fixed shuffled order.
+  scenes[:OPTIONS]   captioned 56x56 scenes of Fashion-MNIST items (`genimg.data.scenes`):
+                     splits 'train', 'test', 'heldout'; labels are caption token ids [N, L];
+                     OPTIONS like n=20000,n_test=2000,seed=0.
   digits             scikit-learn's embedded 8x8 digits (1797 images, 0..16 scaled to 0..255):
                      the first 1438 are 'train', the remaining 359 'test' (fixed, no shuffle).
   mnist, fashion_mnist, kmnist, cifar10
@@ -62,12 +65,12 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from genimg.data import download
+from genimg.data import download, scenes
 from genimg.errors import UserError
 
 SOURCES_HELP = (
-    "tfds:NAME[:SPLIT], idx:DIR, folder:DIR, npz:FILE, digits, mnist, fashion_mnist, cifar10, "
-    "kmnist, paired:(folder|folder_btoa|npz|labelmap|edges):..., "
+    "tfds:NAME[:SPLIT], idx:DIR, folder:DIR, npz:FILE, scenes[:OPTIONS], digits, mnist, "
+    "fashion_mnist, cifar10, kmnist, paired:(folder|folder_btoa|npz|labelmap|edges):..., "
     "real_vs_fake:REAL,FAKE[,FAKE...]"
 )
 _LOCAL_ALTERNATIVES = (
@@ -95,7 +98,8 @@ class ImageData:
     """A split held in host memory."""
 
     images: np.ndarray  # uint8 [N, H, W, C], C in {1, 3}; the targets of paired data
-    labels: np.ndarray | None  # int32 [N] or None
+    # int32 [N] class ids, int32 [N, L] token ids (captions; num_classes is then None), or None
+    labels: np.ndarray | None
     num_classes: int | None
     description: str  # what was actually loaded; the run logs it
     # Paired data (``paired:`` sources, `genimg.data.paired`): the input of each example,
@@ -111,9 +115,11 @@ class ImageData:
                 f"ImageData.images must be uint8 [N, H, W, C] with C in (1, 3), got "
                 f"{images.dtype} {images.shape}"
             )
-        if labels is not None and (labels.dtype != np.int32 or labels.shape != images.shape[:1]):
+        if labels is not None and (
+            labels.dtype != np.int32 or labels.ndim not in (1, 2) or labels.shape[0] != len(images)
+        ):
             raise DataError(
-                f"ImageData.labels must be int32 [{images.shape[0]}], got "
+                f"ImageData.labels must be int32 [{len(images)}] or [{len(images)}, L], got "
                 f"{labels.dtype} {labels.shape}"
             )
         if inputs is None:
@@ -203,6 +209,8 @@ def load(
         )
     elif kind == "real_vs_fake" and sep:
         loaded = _load_real_vs_fake(arg, split, image_size)
+    elif kind == "scenes":
+        loaded = _load_scenes(arg, split)
     elif source == "digits":
         loaded = _load_digits(split)
     elif source in _SHORT_NAMES:
@@ -636,6 +644,25 @@ def _load_digits(split: str) -> _Loaded:
     part = slice(None, _DIGITS_NUM_TRAIN) if split == "train" else slice(_DIGITS_NUM_TRAIN, None)
     images, labels = images[part], labels[part]
     return _Loaded(images, labels, 10, "digits:sklearn", len(images))
+
+
+def _load_scenes(arg: str, split: str) -> _Loaded:
+    """Captioned scenes (`genimg.data.scenes`): train scenes from Fashion-MNIST's train items,
+    test and held-out scenes from its test items."""
+    try:
+        options = scenes.parse_options(arg)
+        if split not in scenes.SPLITS:
+            raise scenes.PromptError(
+                f"scenes have splits {', '.join(scenes.SPLITS)}, got split '{split}'"
+            )
+    except scenes.PromptError as e:
+        raise DataError(str(e)) from None
+    item_split = "train" if split == "train" else "test"
+    items = _load_short_name("fashion_mnist", item_split, None, None)
+    num = options["n"] if split == "train" else options["n_test"]
+    made = scenes.generate(items.images, items.labels, split, num, options["seed"])
+    where = f"scenes:n={options['n']},n_test={options['n_test']},seed={options['seed']}"
+    return _Loaded(made.images, made.tokens, None, f"{where} <- {items.where}", num)
 
 
 # ---------------------------------------------------------------------------------------------

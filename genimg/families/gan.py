@@ -128,11 +128,15 @@ def create_gan_state(
     z_dim: int,
     image_shape: tuple[int, int, int],
     num_classes: int = 0,
+    example_labels: jax.Array | None = None,
 ) -> GANState:
-    """Initialise both networks (class-conditional ones when ``num_classes > 0``) and their
-    optimizers."""
+    """Initialise both networks (class-conditional ones when ``num_classes > 0``; networks
+    conditioned on other labels, e.g. captions, when ``example_labels`` gives one batch of
+    them) and their optimizers."""
     g_rng, d_rng, dropout_rng = jax.random.split(rng, 3)
     labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+    if example_labels is not None:
+        labels = example_labels
     g_vars = generator.init(g_rng, jnp.zeros((1, z_dim)), labels, train=False)
     d_vars = discriminator.init(
         {"params": d_rng, "dropout": dropout_rng},
@@ -168,6 +172,7 @@ def make_gan_train_step(
     log_norms: bool = True,
     axis_name: str | None = None,
     num_classes: int = 0,
+    fake_labels_fn=None,
 ):
     """Return a pure ``train_step(state, batch, rng) -> (state, metrics)``.
 
@@ -185,7 +190,13 @@ def make_gan_train_step(
     the classes (each device's slice of one global draw), and both networks get the labels.
     The gradient penalty's interpolates between a real and a fake image take the real one's
     label. With ``num_classes=0`` the labels are never read and nothing else changes.
+
+    ``fake_labels_fn(rng, real_labels) -> labels`` (networks conditioned on labels that are
+    not class ids, e.g. captions as token ids): the labels of each fake batch are made from
+    the real labels of the same slice (critic update ``i``: slice ``i``; the generator update:
+    slice 0) instead of drawn uniformly; ``num_classes`` is then ignored.
     """
+    conditional = bool(num_classes) or fake_labels_fn is not None
     losses.gan_d_loss(loss, jnp.zeros(1), jnp.zeros(1))  # validates `loss` eagerly
 
     def generate(g_params, g_stats, z, labels):
@@ -211,8 +222,11 @@ def make_gan_train_step(
         )
         return logits, new_vars.get("batch_stats", {})
 
-    def fake_labels(label_rng, local_batch):
-        """Uniform class labels of a fake batch (None for an unconditional GAN)."""
+    def fake_labels(label_rng, local_batch, real_y):
+        """Labels of a fake batch: from ``fake_labels_fn``, else uniform class labels (None
+        for an unconditional GAN)."""
+        if fake_labels_fn is not None:
+            return fake_labels_fn(label_rng, real_y)
         if not num_classes:
             return None
         return global_randint(label_rng, local_batch, num_classes, axis_name)
@@ -242,7 +256,7 @@ def make_gan_train_step(
         # labels of a conditional GAN from their own branch, so z stays what it always was.
         label_rng = jax.random.fold_in(noise_rng, n_critic + 1)
         real_batches = batch["image"]
-        real_labels = batch["label"] if num_classes else None
+        real_labels = batch["label"] if conditional else None
         local_batch = real_batches.shape[0] // n_critic
         g_params, g_stats = state.g_params, state.g_batch_stats
         d_params, d_stats, d_opt_state = state.d_params, state.d_batch_stats, state.d_opt_state
@@ -252,10 +266,10 @@ def make_gan_train_step(
             d_dropout_rng = jax.random.fold_in(dropout_rng, i)
             real = real_batches[i * local_batch : (i + 1) * local_batch]
             real_y = None
-            if num_classes:
+            if conditional:
                 real_y = real_labels[i * local_batch : (i + 1) * local_batch]
             z = global_normal(z_rng, local_batch, (z_dim,), axis_name)
-            fake_y = fake_labels(jax.random.fold_in(label_rng, i), local_batch)
+            fake_y = fake_labels(jax.random.fold_in(label_rng, i), local_batch, real_y)
             fake, g_stats = generate(g_params, g_stats, z, fake_y)
             (d_loss, (d_parts, d_stats)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
                 d_params,
@@ -272,7 +286,8 @@ def make_gan_train_step(
             )
 
         z = global_normal(jax.random.fold_in(noise_rng, n_critic), local_batch, (z_dim,), axis_name)
-        g_y = fake_labels(jax.random.fold_in(label_rng, n_critic), local_batch)
+        first_y = real_labels[:local_batch] if conditional else None
+        g_y = fake_labels(jax.random.fold_in(label_rng, n_critic), local_batch, first_y)
         g_dropout_rng = jax.random.fold_in(dropout_rng, n_critic)
 
         def g_loss_fn(g_params):

@@ -115,6 +115,11 @@ class Family:
     # of every training batch that XLA cannot run (e.g. JPEG re-encoding); the data pipeline
     # applies it with a generator seeded by (seed, step), so a resumed run sees the same.
     host_augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    # The shape of one example's label: () for class ids, (L,) for a caption's token ids.
+    label_shape: tuple[int, ...] = ()
+    # (text) -> one example's label (e.g. int32 token ids [L]) for ``genimg.sample --prompt``;
+    # raises a one-line `UserError` for text it cannot take. None: no text conditioning.
+    encode_prompt: Callable[[str], np.ndarray] | None = None
 
     def check_labels(self, labels, num: int | None = None) -> np.ndarray | None:
         """``labels`` as int32 numpy, checked against this family (None stays None)."""
@@ -123,9 +128,19 @@ class Family:
         if not self.conditional:
             raise UserError(f"family '{self.name}' is unconditional: it takes no labels")
         labels = np.asarray(labels)
-        if labels.ndim != 1 or (num is not None and len(labels) != num):
-            raise UserError(f"labels must be a 1-D list of {num or 'N'} class ids")
-        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+        shape = tuple(self.label_shape)
+        if (
+            labels.ndim != 1 + len(shape)
+            or labels.shape[1:] != shape
+            or (num is not None and len(labels) != num)
+        ):
+            what = "class ids" if not shape else f"labels of shape {shape}"
+            raise UserError(f"labels must be a {1 + len(shape)}-D list of {num or 'N'} {what}")
+        if (
+            self.num_classes
+            and len(labels)
+            and (labels.min() < 0 or labels.max() >= self.num_classes)
+        ):
             bad = int(labels[(labels < 0) | (labels >= self.num_classes)][0])
             raise UserError(
                 f"label {bad} is out of range: this run has classes 0..{self.num_classes - 1}"
