@@ -13,6 +13,13 @@ import numpy as np
 GOLDEN = json.loads((pathlib.Path(__file__).parent / "data" / "tiny_metrics.json").read_text())
 
 
+def golden_config(config):
+    """``config`` with XLA convolutions (see the module docstring); returns it."""
+    if "model" in config and "conv_backend" in config.model:
+        config.model.conv_backend = "xla"
+    return config
+
+
 def logged_metrics(workdir) -> list[dict]:
     """``metrics.jsonl`` without the wall-clock ``steps_per_s``."""
     lines = [

@@ -76,7 +76,7 @@ class DCGANGenerator(nn.Module):
     kernel_size: int = 5
     axis_name: str | None = None  # batch-norm statistics are averaged over this pmap axis
     upsample_impl: str = "auto"  # see layers.ConvTranspose
-    conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in); see layers.ConvTranspose
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto"; see layers.ConvTranspose
 
     @nn.compact
     def __call__(self, z, train: bool = True):
@@ -122,7 +122,7 @@ class DCGANDiscriminator(nn.Module):
     kernel_size: int = 5
     dropout: float = 0.0
     spectral_norm: bool = False
-    conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in, see genimg.ops.onednn)
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto" (see genimg.ops.onednn)
 
     @nn.compact
     def __call__(self, x, train: bool = True):

@@ -60,6 +60,7 @@ from genimg import data as data_lib
 from genimg import images as images_lib
 from genimg import platform
 from genimg.errors import ConfigError, Interrupted, UserError
+from genimg.ops import onednn
 from genimg.train import checkpoint as ckpt
 from genimg.train import workdir as workdir_lib
 from genimg.train.common import compile_step, replicate, to_unit_range, unreplicate
@@ -722,4 +723,8 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
         host_augment=family.host_augment,
     )
     info = {"data": loaded.description, "num_classes": loaded.num_classes}
+    model_cfg = config.get("model")
+    if model_cfg is not None and "conv_backend" in model_cfg:
+        # What "auto" picked here (logged once), next to the config that says "auto".
+        info["conv_backend"] = onednn.resolve_conv_backend(model_cfg.conv_backend)
     return train(config, workdir, family, data, run_info=info, callbacks=callbacks, rebuild=build)

@@ -59,6 +59,7 @@ RESUMABLE_KEYS = (
     "train.max_rollbacks",
     "train.rollback_lr_scale",
     "eval.*",
+    "model.conv_backend",  # who computes the convolutions, not what they compute
 )
 # run_info.json keys that describe the data the state was trained on.
 _DATA_SHAPE_KEYS = ("image_shape", "num_classes")
