@@ -165,3 +165,21 @@ def test_base_install_brings_onednn_on_linux_x86_64_only(sys_platform, machine, 
     for req in runtime + build:
         assert isinstance(req.marker, Marker), req
         assert req.marker.evaluate(env) is wanted, (req, env)
+
+
+def test_the_training_loop_does_not_import_torch():
+    """tensorboardX imports torch whenever it is installed (~470 MB resident); the loop hides
+    it from that import, and torch stays importable afterwards."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, importlib.util\n"
+        "import experiments.dcgan, genimg.train.loop\n"
+        "print('torch' in sys.modules)\n"
+        "print(importlib.util.find_spec('torch') is None or bool(__import__('torch').ones(1)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr

@@ -44,6 +44,7 @@ import math
 import os
 import pathlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,9 +53,6 @@ from typing import Any
 import jax
 import numpy as np
 import tqdm
-from tensorboardX import summary as tb_summary
-from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from genimg import data as data_lib
 from genimg import images as images_lib
@@ -67,6 +65,32 @@ from genimg.train.common import compile_step, replicate, to_unit_range, unreplic
 from genimg.train.family import Family, build_family, family_location
 
 AXIS = "batch"
+
+
+def _import_tensorboardx():
+    """tensorboardX's modules, imported with torch hidden.
+
+    tensorboardX's package ``__init__`` imports torch whenever it is installed (its
+    SummaryWriter accepts torch tensors): about 470 MB of resident memory and seconds of
+    start-up for a loop that writes numpy scalars and images only. ``sys.modules["torch"] =
+    None`` makes that ``import torch`` raise the ImportError tensorboardX expects without
+    torch; the entry is removed again, so a later ``import torch`` works as usual.
+    """
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None
+    try:
+        from tensorboardX import summary
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+    finally:
+        if hide and "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    return summary, EventsWriter, Event, SessionLog
+
+
+tb_summary, EventsWriter, Event, SessionLog = _import_tensorboardx()
+
 NONFINITE_POLICIES = ("stop", "rollback")
 ROLLBACKS_FILE = "rollbacks.json"
 log = logging.getLogger("genimg")
