@@ -14,7 +14,8 @@ of the per-round ratios: each ratio compares two runs made back to back), and wr
 record to `benchmarks/results/<host>-<UTC date and time>.json` (or `--out`).
 
 `--jax_arg` is a comma-separated list of extra train_throughput.py flags, e.g.
-`--jax_arg=--conv_backend=onednn` or `--jax_arg=--no_cpu_defaults,--log_norms`. Both sides
+`--jax_arg=--conv_backend=xla` (the JAX side runs the configs' default, `conv_backend=auto`,
+unless told otherwise) or `--jax_arg=--no_cpu_defaults,--log_norms`. Both sides
 inherit this process's environment as it was at start-up (before the CPU defaults), so each
 applies its own settings.
 

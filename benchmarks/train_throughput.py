@@ -4,7 +4,7 @@ Run from the repository root (prints exactly one JSON line on stdout, the keys o
 torch_peer.py plus JAX extras):
 
     python benchmarks/train_throughput.py --model=dcgan --batch_size=64 --steps=30 --warmup=5
-        [--threads=N] [--upsample_impl=auto|subpixel|transpose] [--conv_backend=xla|onednn]
+        [--threads=N] [--upsample_impl=auto|subpixel|transpose] [--conv_backend=auto|xla|onednn]
         [--ema_decay=D] [--log_norms] [--no_cpu_defaults]
 
     {"impl": "jax", "jax": "0.10.2", "model": "dcgan", "batch": 64, "device": "cpu",
@@ -123,6 +123,8 @@ def run(args) -> dict:
     """Build, compile, warm up and time; returns the JSON record."""
     import jax
 
+    from genimg.ops.onednn import resolve_conv_backend
+
     if args.model == "convvae":
         state, train_step, batch = build_vae(args.batch_size, args.log_norms, args.conv_backend)
     else:
@@ -160,6 +162,7 @@ def run(args) -> dict:
         "ema_decay": args.ema_decay,
         "log_norms": args.log_norms,
         "conv_backend": args.conv_backend,
+        "conv_backend_resolved": resolve_conv_backend(args.conv_backend),
         "finite": finite,
         "cpu_defaults": args.cpu_defaults,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -185,9 +188,10 @@ def define_flags():
     )
     cli.define_enum(
         "conv_backend",
-        "xla",
-        ["xla", "onednn"],
-        "Who runs the convolutions (dcgan, convvae): XLA, or oneDNN through the FFI.",
+        "auto",
+        ["auto", "xla", "onednn"],
+        "Who runs the convolutions (dcgan, convvae): auto (the configs' default: oneDNN on CPU "
+        "where available), XLA, or oneDNN through the FFI.",
     )
     cli.define_float("ema_decay", 0.0, "G EMA decay (GAN step); 0 skips the EMA update.")
     cli.define_bool(

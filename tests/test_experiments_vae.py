@@ -10,7 +10,7 @@ import pytest
 
 from genimg import evaluate
 from genimg.train.loop import train_from_config
-from tests.golden import assert_matches_golden
+from tests.golden import assert_matches_golden, golden_config
 
 
 def _config(name, preset="tiny", **train):
@@ -35,7 +35,7 @@ def _metrics(workdir):
     ],
 )
 def test_tiny_run_and_evaluate(tmp_path, name, preset, groups):
-    train_from_config(_config(name, preset), tmp_path)
+    train_from_config(golden_config(_config(name, preset)), tmp_path)
     assert_matches_golden(f"{name}:{preset}", tmp_path)
     metrics = _metrics(tmp_path)
     assert [m["step"] for m in metrics] == [2, 4]

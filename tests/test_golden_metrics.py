@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 from genimg.train.loop import train_from_config
-from tests.golden import assert_matches_golden
+from tests.golden import assert_matches_golden, golden_config
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from tests.golden import assert_matches_golden
     ],
 )
 def test_tiny_preset_logs_the_recorded_metrics(tmp_path, name, preset):
-    config = importlib.import_module(f"experiments.{name}").get_config(preset)
+    config = golden_config(importlib.import_module(f"experiments.{name}").get_config(preset))
     train_from_config(config, tmp_path)
     assert_matches_golden(f"{name}:{preset}", tmp_path)
 
@@ -27,7 +27,7 @@ def test_tiny_preset_logs_the_recorded_metrics(tmp_path, name, preset):
 @pytest.mark.parametrize("name", ["dcgan", "mlp_gan"])
 def test_gan_tiny_presets_on_fashion_mnist(tmp_path, fashion_dir, name):
     # The GAN tiny presets keep the default data source, Fashion-MNIST.
-    config = importlib.import_module(f"experiments.{name}").get_config("tiny")
+    config = golden_config(importlib.import_module(f"experiments.{name}").get_config("tiny"))
     assert config.data.source == "fashion_mnist"
     train_from_config(config, tmp_path)
     assert_matches_golden(f"{name}:tiny", tmp_path)

@@ -21,7 +21,7 @@ def trunk_config(arch: str = "conv") -> ml_collections.ConfigDict:
     m.dtype = "float32"  # compute dtype: "float32" | "bfloat16" (params/optimizer/losses float32)
     if arch == "conv":
         m.widths = (32, 64)  # stride-2 stages (the decoder mirrors them)
-        m.conv_backend = "xla"  # "xla" | "onednn" (CPU, opt-in; see README, Performance)
+        m.conv_backend = "auto"  # "auto" (oneDNN on CPU where available) | "xla" | "onednn"
     else:
         m.hidden = (500,)  # hidden layers (the decoder mirrors them)
     m.act = "relu"

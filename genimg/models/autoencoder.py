@@ -60,7 +60,7 @@ class ConvEncoder(nn.Module):
     act: Callable[[Array], Array] = nn.relu
     norm: ModuleFactory | None = None
     dropout: float = 0.0
-    conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in, see genimg.ops.onednn)
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto" (see genimg.ops.onednn)
 
     @nn.compact
     def __call__(self, x, cond=None, train: bool = False):
@@ -92,7 +92,7 @@ class ConvDecoder(nn.Module):
     act: Callable[[Array], Array] = nn.relu
     norm: ModuleFactory | None = None
     dropout: float = 0.0
-    conv_backend: str = "xla"  # "xla" | "onednn"; see layers.ConvTranspose
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto"; see layers.ConvTranspose
 
     @nn.compact
     def __call__(self, z, train: bool = False):

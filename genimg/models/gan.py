@@ -143,7 +143,7 @@ class DCGANGenerator(nn.Module):
     kernel_size: int = 5
     axis_name: str | None = None  # batch-norm statistics are averaged over this pmap axis
     upsample_impl: str = "auto"  # see layers.ConvTranspose
-    conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in); see layers.ConvTranspose
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto"; see layers.ConvTranspose
     num_classes: int = 0  # > 0: class-conditional
     conditioning: str = "cbn"  # "cbn" (conditional batch norm) | "concat" (one-hot joins z)
 
@@ -206,7 +206,7 @@ class DCGANDiscriminator(nn.Module):
     kernel_size: int = 5
     dropout: float = 0.0
     spectral_norm: bool = False
-    conv_backend: str = "xla"  # "xla" | "onednn" (CPU, opt-in, see genimg.ops.onednn)
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto" (see genimg.ops.onednn)
     num_classes: int = 0  # > 0: class-conditional
     conditioning: str = "projection"  # "projection" | "concat" (one-hot maps join the input)
 

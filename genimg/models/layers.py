@@ -25,8 +25,9 @@ Implementations (`impl`):
   transposed convs natively). For stride 1 both are the same plain convolution.
 
 `conv_backend` picks who runs the stride-1 convolutions of the "subpixel" and stride-1 forms:
-"xla" (default, `lax.conv_general_dilated`) or "onednn" (`genimg.ops.onednn`, CPU only, opt-in;
-same parameters, same function up to float32 summation order). "transpose" always uses XLA.
+"xla" (the module's default, `lax.conv_general_dilated`), "onednn" (`genimg.ops.onednn`, CPU
+only; same parameters, same function up to float32 summation order) or "auto" (oneDNN on CPU
+where available, else XLA: the experiments' configs default to it). "transpose" always uses XLA.
 
 Weights from torch: `kernel_from_torch(w)` maps a ConvTranspose2d weight [Cin, Cout, k, k] to
 ours by flipping both spatial axes and moving channels last (torch's op is the adjoint of a
@@ -165,7 +166,7 @@ class ConvTranspose(nn.Module):
     output_padding: int = 1  # extra rows/cols at the bottom/right, as in torch; < strides
     use_bias: bool = True
     impl: str = "auto"  # "auto" | "subpixel" | "transpose"; all compute the same function
-    conv_backend: str = "xla"  # "xla" | "onednn": who runs the convs of subpixel / stride 1
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto": who runs subpixel / stride-1 convs
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
     dtype: Any = None

@@ -1,4 +1,4 @@
-"""2-D convolutions on CPU in oneDNN (through the XLA FFI), an opt-in alternative to XLA's own.
+"""2-D convolutions on CPU in oneDNN (through the XLA FFI), the CPU default under "auto".
 
 `conv(x, w, strides, padding)` computes exactly `lax.conv_general_dilated(x, w, strides,
 padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))` for float32 (up to summation order),
@@ -10,15 +10,21 @@ dilation, one group, non-negative padding, CPU backend) and `lax.conv_general_di
 otherwise. Under `vmap` the custom calls run once per batch element (`vmap_method="sequential"`):
 correct but slow; the models never vmap over convolutions.
 
-The extension is built by `pip install -e '.[onednn]'` on Linux x86-64, the one platform with
+Backends (`conv_fn`, `resolve_conv_backend`; the `model.conv_backend` config key): "auto" (the
+configs' default) is oneDNN on the CPU backend where the extension and its runtime load, XLA
+elsewhere (GPU/TPU, other platforms, a failed build), chosen once per process and logged in
+one line; "onednn" insists (a one-line `ConfigError` where unavailable); "xla" never uses it.
+
+The extension is built by `pip install -e .` on Linux x86-64, the one platform with
 oneDNN wheels (optional: elsewhere, or without a compiler, the install succeeds and the backend
 is unavailable; asking for it then raises a one-line `ConfigError` that names the fix). It is
 compiled against oneDNN's headers only; here `libdnnl.so.3` is loaded with RTLD_GLOBAL, then the
 extension. The library comes from the `onednn-cpu-gomp` wheel (oneDNN 3.2, CPU only, GNU OpenMP;
-the `onednn` extra), else from the `onednn` wheel (a SYCL build: its CPU engine is served by the
-OpenCL CPU runtime of `intel-opencl-rt`, found through `OCL_ICD_FILENAMES`, which is then set
-here when unset). `GENIMG_ONEDNN_LIB=/path/to/libdnnl.so.3` picks another oneDNN build; the
-extension must have been compiled against the same oneDNN version's headers.
+a dependency of the base install on Linux x86-64), else from the `onednn` wheel (a SYCL build:
+its CPU engine is served by the OpenCL CPU runtime of `intel-opencl-rt`, found through
+`OCL_ICD_FILENAMES`, which is then set here when unset).
+`GENIMG_ONEDNN_LIB=/path/to/libdnnl.so.3` picks another oneDNN build; the extension must have
+been compiled against the same oneDNN version's headers.
 
 Measured 2026-11-25 on the 2-core AVX-512 CPU machines (oneDNN 3.13, jax 0.10.2, batch 64,
 benchmarks/train_throughput.py, best of alternating runs): DCGAN step 229 -> 175 ms, DCGAN at
@@ -32,6 +38,7 @@ import ctypes
 import functools
 import glob
 import importlib.machinery
+import logging
 import os
 import platform
 import re
@@ -390,7 +397,9 @@ def conv_general_dilated(
     return _fwd(lhs, rhs, _normalize(window_strides, pads)[0], pads)
 
 
-CONV_BACKENDS = ("xla", "onednn")
+CONV_BACKENDS = ("auto", "xla", "onednn")
+log = logging.getLogger("genimg")
+_auto_choice: dict = {}  # "auto" -> (resolved backend, why), once per process
 
 
 def check_conv_backend(backend: str) -> None:
@@ -399,14 +408,48 @@ def check_conv_backend(backend: str) -> None:
         raise ValueError(f"unknown conv_backend {backend!r}; expected one of {CONV_BACKENDS}")
 
 
-def conv_fn(backend: str):
-    """The `conv_general_dilated` to use for `backend` ("xla" | "onednn").
+def _choose_auto() -> tuple[str, str]:
+    """("onednn" | "xla", why) for "auto" in this process: oneDNN on the CPU backend when it is
+    available, XLA on GPU/TPU and wherever the extension or its runtime is missing."""
+    backend = jax.default_backend()
+    if backend != "cpu":
+        return "xla", f"jax runs on {backend}"
+    reason = unavailable_reason()
+    if reason is not None:
+        return "xla", reason
+    return "onednn", "oneDNN for the CPU convolutions it supports, XLA for the others"
 
-    "onednn" raises `ConfigError` (one line, with the fix) if the backend is unavailable, so a
-    run that asked for it never silently measures XLA instead.
+
+def resolve_conv_backend(backend: str) -> str:
+    """What `backend` runs on in this process: "xla" or "onednn".
+
+    "auto" picks once per process and logs the choice in one line (an unavailable oneDNN is a
+    fallback to XLA with its reason, not an error); "onednn" raises `ConfigError` (one line,
+    with the fix) when the backend is unavailable; "xla" is "xla".
     """
     check_conv_backend(backend)
     if backend == "xla":
+        return "xla"
+    if backend == "onednn":
+        require()
+        return "onednn"
+    choice = _choose_auto()  # the same in every call of a process (the backend loads once)
+    with _lock:
+        first = "auto" not in _auto_choice
+        resolved, why = _auto_choice.setdefault("auto", choice)
+    if first:
+        log.info("conv_backend=auto: %s convolutions (%s)", resolved, why)
+    return resolved
+
+
+def conv_fn(backend: str):
+    """The `conv_general_dilated` to use for `backend` ("auto" | "xla" | "onednn").
+
+    "onednn" raises `ConfigError` (one line, with the fix) if the backend is unavailable, so a
+    run that asked for it never silently measures XLA instead; "auto" falls back to XLA
+    (`resolve_conv_backend`). Either way oneDNN takes only the convolutions it supports
+    (`conv_general_dilated`), on the CPU backend.
+    """
+    if resolve_conv_backend(backend) == "xla":
         return lax.conv_general_dilated
-    require()
     return conv_general_dilated

@@ -47,6 +47,7 @@ import math
 import os
 import pathlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -55,14 +56,12 @@ from typing import Any
 import jax
 import numpy as np
 import tqdm
-from tensorboardX import summary as tb_summary
-from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from genimg import data as data_lib
 from genimg import images as images_lib
 from genimg import platform
 from genimg.errors import ConfigError, Interrupted, UserError
+from genimg.ops import onednn
 from genimg.train import checkpoint as ckpt
 from genimg.train import model_card, run_provenance
 from genimg.train import workdir as workdir_lib
@@ -70,6 +69,32 @@ from genimg.train.common import compile_step, replicate, to_unit_range, unreplic
 from genimg.train.family import Family, build_family, family_location
 
 AXIS = "batch"
+
+
+def _import_tensorboardx():
+    """tensorboardX's modules, imported with torch hidden.
+
+    tensorboardX's package ``__init__`` imports torch whenever it is installed (its
+    SummaryWriter accepts torch tensors): about 470 MB of resident memory and seconds of
+    start-up for a loop that writes numpy scalars and images only. ``sys.modules["torch"] =
+    None`` makes that ``import torch`` raise the ImportError tensorboardX expects without
+    torch; the entry is removed again, so a later ``import torch`` works as usual.
+    """
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None
+    try:
+        from tensorboardX import summary
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+    finally:
+        if hide and "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    return summary, EventsWriter, Event, SessionLog
+
+
+tb_summary, EventsWriter, Event, SessionLog = _import_tensorboardx()
+
 NONFINITE_POLICIES = ("stop", "rollback")
 ROLLBACKS_FILE = "rollbacks.json"
 log = logging.getLogger("genimg")
@@ -750,4 +775,8 @@ def train_from_config(config, workdir, callbacks: Sequence[Callback] = ()):
         host_augment=family.host_augment,
     )
     info = {"data": loaded.description, "num_classes": loaded.num_classes}
+    model_cfg = config.get("model")
+    if model_cfg is not None and "conv_backend" in model_cfg:
+        # What "auto" picked here (logged once), next to the config that says "auto".
+        info["conv_backend"] = onednn.resolve_conv_backend(model_cfg.conv_backend)
     return train(config, workdir, family, data, run_info=info, callbacks=callbacks, rebuild=build)

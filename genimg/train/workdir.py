@@ -62,6 +62,7 @@ RESUMABLE_KEYS = (
     "train.rollback_lr_scale",
     "eval.*",
     "provenance.watermark",
+    "model.conv_backend",  # who computes the convolutions, not what they compute
 )
 # run_info.json keys that describe the data the state was trained on.
 _DATA_SHAPE_KEYS = ("image_shape", "num_classes")
