@@ -65,7 +65,7 @@ def test_sample_grids_carry_text_and_mark_of_the_run(run28):
 def test_sample_png_files_carry_text_and_mark(run28, tmp_path):
     args = types.SimpleNamespace(
         workdir=str(run28), num_samples=3, out=str(tmp_path / "s.npz"), png=str(tmp_path / "png"),
-        seed=0, batch_size=4, labels=None,
+        seed=0, batch_size=4, labels=None, with_test_split=None, prompt=None,
     )  # fmt: skip
     sample.main(args)
     files = sorted((tmp_path / "png").glob("*.png"))
