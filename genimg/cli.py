@@ -38,6 +38,12 @@ _HELP_ARGS = ("--help", "-h", "-help", "--helpshort", "--helpfull", "-?")
 _defined: list[str] = []  # flags of this entry point, in definition order, for --help
 
 
+def log_devices() -> None:
+    """Log the backend and devices this entry point runs on (one line). Training entry points
+    log it in `genimg.train.loop.train_from_config`, after joining other processes."""
+    pylogging.getLogger("genimg").info("%s", platform.describe_devices())
+
+
 def fail(message: str) -> None:
     """Print ``error: message`` (one line) on stderr and exit with status 1."""
     print(f"error: {one_line(message)}", file=sys.stderr)

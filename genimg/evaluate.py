@@ -404,6 +404,7 @@ def define_flags() -> None:
 
 
 def main(args) -> None:
+    cli.log_devices()
     results = run(
         args.workdir,
         args.metrics,

@@ -61,6 +61,7 @@ def define_flags() -> None:
 
 
 def main(args) -> None:
+    cli.log_devices()
     if args.prompt is not None and args.labels is not None:
         cli.fail("give --prompt or --labels, not both")
     if args.out is None and args.prompt is None:

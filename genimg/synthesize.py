@@ -488,6 +488,7 @@ def write(out: pathlib.Path, command: str, result: dict, provenance=None) -> Non
 
 
 def main(args) -> None:
+    cli.log_devices()
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out={out} is a file; give a folder")

@@ -14,11 +14,12 @@ from nbclient import NotebookClient
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "colab").glob("*.ipynb"))
-NAMES = ["evaluate_folder.ipynb", "quickstart_gan.ipynb", "vae.ipynb"]
+NAMES = ["evaluate_folder.ipynb", "quickstart_gan.ipynb", "synthesis.ipynb", "vae.ipynb"]
 # What each notebook prints at the end: its results.
 EXPECTED = {
     "evaluate_folder.ipynb": ["noisy_images", "precision"],
     "quickstart_gan.ipynb": ["fid", "recall"],
+    "synthesis.ipynb": ["classes drawn", "hole psnr"],
     "vae.ipynb": ["nll", "psnr"],
 }
 URL = re.compile(r'^REPO_URL = "https://github\.com/([\w.-]+)/genimg"', re.MULTILINE)
