@@ -179,6 +179,7 @@ def run(
     feature_net = extractors_lib.make_extractor(extractor) if quality else None
     translating = (quality or detector_net) and fake is None and family.sample is None
 
+    cli.log_devices()  # the inputs are checked: say where the work runs
     results: dict = {"step": int(state.step), "split": split}
     if untrained:
         results["untrained_seed"] = seed
@@ -291,6 +292,7 @@ def _run_on_files(
     feature_net = extractors_lib.make_extractor(extractor) if quality else None
     reals = _load_real(real, split, num_images) if detector_net else None
     fakes = load_fake(fake, num=num_samples)
+    cli.log_devices()
     results: dict = {}
     if quality:
         results.update(_sample_quality(fakes, real, split, feature_net, quality, num_images, seed))
@@ -404,7 +406,6 @@ def define_flags() -> None:
 
 
 def main(args) -> None:
-    cli.log_devices()
     results = run(
         args.workdir,
         args.metrics,

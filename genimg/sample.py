@@ -61,7 +61,6 @@ def define_flags() -> None:
 
 
 def main(args) -> None:
-    cli.log_devices()
     if args.prompt is not None and args.labels is not None:
         cli.fail("give --prompt or --labels, not both")
     if args.out is None and args.prompt is None:
@@ -91,6 +90,7 @@ def main(args) -> None:
                 f"images of the run's shape {tuple(info['image_shape'])}, got "
                 f"{test.images.shape[1:]}{'' if test.labels is not None else ' without labels'}"
             )
+    cli.log_devices()
     images, labels = generate(family, state, args.num_samples, args.seed, args.batch_size, labels)
     if test is None:
         images_lib.write_npz(args.out, images, labels)

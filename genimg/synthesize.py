@@ -488,11 +488,11 @@ def write(out: pathlib.Path, command: str, result: dict, provenance=None) -> Non
 
 
 def main(args) -> None:
-    cli.log_devices()
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out={out} is a file; give a folder")
     config, family, state, info = restore_run(args.workdir)
+    cli.log_devices()
     result = RUNNERS[args.command](args, config, family, state, info)
     write(out, args.command, result, provenance_for_run(args.workdir, state))
     print(f"{args.command}: {result['summary']}")
