@@ -159,6 +159,21 @@ def create_gan_state(
     )
 
 
+def step_options(config) -> dict:
+    """The keyword arguments of `make_gan_train_step` that a config's ``model`` and ``train``
+    blocks set (every family built on this step reads them the same way)."""
+    m = config.model
+    return dict(
+        z_dim=m.z_dim,
+        loss=m.loss,
+        n_critic=m.n_critic,
+        gp_weight=m.gp_weight,
+        r1_weight=m.r1_weight,
+        ema_decay=m.ema_decay,
+        log_norms=config.train.log_norms,
+    )
+
+
 def make_gan_train_step(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -404,17 +419,7 @@ def _build(config, image_shape, num_classes: int, name: str) -> family_lib.Famil
     def make_train_step(axis_name):
         g, d, _ = build_models(m, image_shape, axis_name, num_classes)
         return make_gan_train_step(
-            g,
-            d,
-            z_dim=m.z_dim,
-            loss=m.loss,
-            n_critic=m.n_critic,
-            gp_weight=m.gp_weight,
-            r1_weight=m.r1_weight,
-            ema_decay=m.ema_decay,
-            log_norms=config.train.log_norms,
-            axis_name=axis_name,
-            num_classes=num_classes,
+            g, d, axis_name=axis_name, num_classes=num_classes, **step_options(config)
         )
 
     def decode(state: GANState, z, labels=None):

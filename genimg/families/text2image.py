@@ -175,17 +175,7 @@ def build(
     def make_train_step(axis_name):
         g, d = build_models(m, image_shape, axis_name)
         return gan.make_gan_train_step(
-            g,
-            d,
-            z_dim=m.z_dim,
-            loss=m.loss,
-            n_critic=m.n_critic,
-            gp_weight=m.gp_weight,
-            r1_weight=m.r1_weight,
-            ema_decay=m.ema_decay,
-            log_norms=config.train.log_norms,
-            axis_name=axis_name,
-            fake_labels_fn=same_captions,
+            g, d, axis_name=axis_name, fake_labels_fn=same_captions, **gan.step_options(config)
         )
 
     def decode(state: gan.GANState, z, tokens):

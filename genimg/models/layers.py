@@ -207,6 +207,20 @@ class ConvTranspose(nn.Module):
         return y
 
 
+def unscaled_batch_norm(module, x: Array) -> Array:
+    """flax's `nn.BatchNorm` without its affine part, built inside ``module``'s compact call
+    from its ``use_running_average``, ``momentum``, ``epsilon`` and ``axis_name`` fields: the
+    normalisation of the conditional batch norms, whose scale and shift come from a condition."""
+    return nn.BatchNorm(
+        use_running_average=module.use_running_average,
+        momentum=module.momentum,
+        epsilon=module.epsilon,
+        use_scale=False,
+        use_bias=False,
+        axis_name=module.axis_name,
+    )(x)
+
+
 class ConditionalBatchNorm(nn.Module):
     """Batch norm with a class-dependent scale and shift (de Vries et al. 2017; Miyato &
     Koyama 2018): ``gamma[y] * (x - mean) / sqrt(var + eps) + beta[y]``.
@@ -225,14 +239,7 @@ class ConditionalBatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, labels: Array) -> Array:  # [B, ..., C], [B] -> [B, ..., C]
-        x = nn.BatchNorm(
-            use_running_average=self.use_running_average,
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            use_scale=False,
-            use_bias=False,
-            axis_name=self.axis_name,
-        )(x)
+        x = unscaled_batch_norm(self, x)
         features = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (self.num_classes, features))
         bias = self.param("bias", nn.initializers.zeros, (self.num_classes, features))

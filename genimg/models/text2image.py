@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from genimg.models.gan import dcgan_num_stages
-from genimg.models.layers import ConvTranspose
+from genimg.models.layers import ConvTranspose, unscaled_batch_norm
 
 ENCODERS = ("transformer", "bow")
 
@@ -108,14 +108,7 @@ class FiLMBatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x, e):
-        x = nn.BatchNorm(
-            use_running_average=self.use_running_average,
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            use_scale=False,
-            use_bias=False,
-            axis_name=self.axis_name,
-        )(x)
+        x = unscaled_batch_norm(self, x)
         c = x.shape[-1]
         shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (c,)
         gamma = nn.Dense(c, kernel_init=nn.initializers.zeros)(e).reshape(shape)
