@@ -171,9 +171,7 @@ def run(
             f"metric group(s) {', '.join(unknown)} not available for this '{family.name}' run; "
             f"it supports {', '.join(dict.fromkeys(supported)) or 'none'}"
         )
-    quality = [m for m in metrics if m in SAMPLE_QUALITY]
-    if per_class and not quality:
-        raise EvalError("--per_class applies to the sample-quality groups fid, kid, pr")
+    quality = _quality_groups(metrics, per_class)
     groups = [m for m in metrics if m not in IMAGE_SET and m != PROBE]
     detector_net = _detector(metrics, detector)  # fails early, as does the extractor
     feature_net = extractors_lib.make_extractor(extractor) if quality else None
@@ -285,9 +283,7 @@ def _run_on_files(
         raise EvalError(
             f"without --workdir only {', '.join(IMAGE_SET)} apply, not {', '.join(others)}"
         )
-    quality = [m for m in metrics if m in SAMPLE_QUALITY]
-    if per_class and not quality:
-        raise EvalError("--per_class applies to the sample-quality groups fid, kid, pr")
+    quality = _quality_groups(metrics, per_class)
     detector_net = _detector(metrics, detector)
     feature_net = extractors_lib.make_extractor(extractor) if quality else None
     reals = _load_real(real, split, num_images) if detector_net else None
@@ -301,6 +297,14 @@ def _run_on_files(
     if per_class:
         results.update(_per_class(fakes, None, real, split, feature_net, quality, num_images, seed))
     return _write(_fake_dir(fake) / EVAL_FILE, results)
+
+
+def _quality_groups(metrics, per_class: bool) -> list[str]:
+    """The sample-quality groups of ``metrics``; ``per_class`` needs at least one."""
+    quality = [m for m in metrics if m in SAMPLE_QUALITY]
+    if per_class and not quality:
+        raise EvalError("--per_class applies to the sample-quality groups fid, kid, pr")
+    return quality
 
 
 def _detector(metrics, detector):

@@ -61,9 +61,14 @@ def _gather(images, labels, inputs, perm, start, *, batch, n_devices, scale, inp
         out["label"] = jnp.take(labels, idx, axis=0)
     if inputs is not None:
         out["input"] = decode_inputs(jnp.take(inputs, idx, axis=0), input_classes)
-    if n_devices > 1:  # [n_devices, batch / n_devices, ...] for pmap
-        out = jax.tree.map(lambda x: x.reshape((n_devices, -1) + x.shape[1:]), out)
-    return out
+    return _split_devices(out, n_devices)
+
+
+def _split_devices(batch: dict, n_devices: int) -> dict:
+    """``[n_devices, batch / n_devices, ...]`` for pmap (unchanged on one device)."""
+    if n_devices == 1:
+        return batch
+    return jax.tree.map(lambda x: x.reshape((n_devices, -1) + x.shape[1:]), batch)
 
 
 class TrainData:
@@ -187,6 +192,4 @@ class TrainData:
         out = {"image": scale_images(images, self.scale)}
         if self._labels is not None:
             out["label"] = jnp.asarray(self._labels[idx])
-        if self.n_devices > 1:
-            out = jax.tree.map(lambda x: x.reshape((self.n_devices, -1) + x.shape[1:]), out)
-        return out
+        return _split_devices(out, self.n_devices)
