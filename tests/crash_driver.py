@@ -33,8 +33,6 @@ import sys
 import threading
 import time
 
-sys.modules["torch"] = None  # ImportError for `import torch`: tensorboardX then skips it
-
 POINTS = (
     "step",
     "metrics_line",
@@ -194,6 +192,7 @@ def install(fault: Fault) -> None:
 
 
 def main() -> None:
+    sys.modules["torch"] = None  # ImportError for `import torch`: tensorboardX then skips it
     point, n, module, *args = sys.argv[1:]
     install(Fault(point, int(n)))
     sys.argv = [module, *args]

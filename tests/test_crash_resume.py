@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from tests.crash_driver import POINTS
 from tests.golden import logged_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,17 +31,7 @@ SEED = int(os.environ.get("GENIMG_KILL_SEED", "0"))
 STEPS = 24
 KEEP = 2  # checkpoints kept: with checkpoint_every=2 old ones are deleted all along
 # Each kind of fault once (in a seeded order), then a seeded extra one: 10 kills in all.
-KINDS = (
-    "step",
-    "metrics_line",
-    "tb_event",
-    "png",
-    "run_file",
-    "ckpt_write",
-    "ckpt_commit",
-    "ckpt_delete",
-    "restore",
-)
+KINDS = tuple(point for point in POINTS if point != "none")
 EXTRA_KILLS = 1
 # Saves are asynchronous and a save waits for the previous one: a process killed at the 6th
 # step after its start has committed at least one new checkpoint (checkpoint_every=2).
