@@ -94,6 +94,14 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert record["accuracy"] == accuracy and record["step"] == 4 and record["split"] == "test"
     assert record["num_images"] == 359  # the digits test split
     assert 0.0 <= accuracy <= 1.0
+    # Per class: the class accuracies weighted by the class sizes give the overall one.
+    from genimg.data import load
+
+    labels = load("digits", "test").labels
+    per_class = [record[f"accuracy/class{k}"] for k in range(10)]
+    assert np.dot(per_class, np.bincount(labels, minlength=10)) / len(labels) == pytest.approx(
+        accuracy
+    )
     # The evaluator's default for a classifier run is its accuracy, from the checkpoint.
     again = evaluate.run(tmp_path)
     assert again["accuracy"] == pytest.approx(accuracy)

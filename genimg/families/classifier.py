@@ -213,11 +213,18 @@ def predict(family, state, images: np.ndarray, batch_size: int = 500):
 
 
 def accuracy_group(family, state, data) -> dict:
-    """Top-1 accuracy on the test images."""
+    """Top-1 accuracy on the test images, overall and per class (``accuracy/class<k>``: the
+    ceiling of a sample's ``label_accuracy`` when this classifier judges a conditional model)."""
     if data.labels is None:
         raise UserError("metric group 'accuracy' needs labelled test data")
     _, logits = predict(family, state, data.images, data.batch_size)
-    return {"accuracy": float(np.mean(np.argmax(logits, -1) == data.labels))}
+    correct = np.argmax(logits, -1) == data.labels
+    per_class = {
+        f"accuracy/class{k}": float(np.mean(correct[data.labels == k]))
+        for k in range(family.num_classes or 0)
+        if np.any(data.labels == k)
+    }
+    return {"accuracy": float(np.mean(correct)), **per_class}
 
 
 # --- the family -----------------------------------------------------------------------------
