@@ -11,70 +11,14 @@ rate and the payload bit accuracy; the PSNR of the mark; and the false-positive 
 
 from __future__ import annotations
 
-import io
 import json
 import time
 
 import numpy as np
-from PIL import Image
 
 from genimg import cli
 from genimg import watermark as wm
 from genimg.data import load
-
-
-def _pil(image):
-    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
-def _back(pil, channels):
-    array = np.asarray(pil)
-    return array[..., None] if channels == 1 else array
-
-
-def attacks(rng):
-    """name -> fn(uint8 image) -> uint8 image."""
-
-    def jpeg(quality):
-        def fn(image):
-            buf = io.BytesIO()
-            _pil(image).save(buf, "JPEG", quality=quality)
-            return _back(Image.open(io.BytesIO(buf.getvalue())), image.shape[-1])
-
-        return fn
-
-    def png(image):
-        buf = io.BytesIO()
-        _pil(image).save(buf, "PNG")
-        return _back(Image.open(io.BytesIO(buf.getvalue())), image.shape[-1])
-
-    def resize(factor):
-        def fn(image):
-            h, w = image.shape[:2]
-            size = (max(1, round(w * factor)), max(1, round(h * factor)))
-            return _back(_pil(image).resize(size, Image.Resampling.BICUBIC), image.shape[-1])
-
-        return fn
-
-    def noise(image):
-        noisy = image + rng.normal(0.0, 2.0, image.shape)  # std 2/255 of the range
-        return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
-
-    def crop(image):
-        h, w = image.shape[:2]
-        ch, cw = round(h * 0.9**0.5), round(w * 0.9**0.5)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        return image[top : top + ch, left : left + cw]
-
-    return {
-        "png": png,
-        "jpeg90": jpeg(90),
-        "jpeg75": jpeg(75),
-        "resize0.9": resize(0.9),
-        "resize1.1": resize(1.1),
-        "noise2": noise,
-        "crop90": crop,
-    }
 
 
 def define_flags():
@@ -100,7 +44,7 @@ def main(args):
         psnrs.append(10 * np.log10(255.0**2 / max(mse, 1e-12)))
     embed_s = (time.perf_counter() - start) / len(marked)
     results = {}
-    for name, fn in attacks(rng).items():
+    for name, fn in wm.attacks(rng).items():
         found = [wm.detect(fn(image)) for image in marked]
         results[name] = {
             "detected": float(np.mean([f.marked for f in found])),

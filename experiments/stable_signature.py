@@ -1,36 +1,41 @@
-"""Stable Signature: fine-tune a trained generator so that everything it draws carries the
+"""Stable Signature: fine-tune a trained generator so that everything it draws carries a
 provenance mark, also when the model is called directly and its output never passes through
 genimg's file writer (Fernandez et al. 2023, "The Stable Signature: Rooting Watermarks in
 Latent Diffusion Models").
 
     python -m experiments.stable_signature --workdir=runs/dcgan_sig --config.base=runs/dcgan
-    python -m experiments.stable_signature --workdir=/tmp/s --config.base=W \\
+    python -m genimg.provenance check runs/dcgan_sig/samples/stable_signature.png \
+        --decoder=runs/dcgan_sig
+    python -m experiments.stable_signature --workdir=/tmp/s --config.base=W \
         --config=experiments/stable_signature.py:tiny
 
-As in the paper, the watermark decoder is fixed -- here it is genimg's own (`genimg.watermark`,
-made differentiable by ``soft_bit_loss``) -- and only the generator moves. The loss, on the
-samples ``G'(z)`` of the copy being tuned and ``G(z)`` of the frozen original at the same
+As in the paper, the watermark decoder is fixed and only the generator moves. The decoder is
+`genimg.watermark.SubspaceDecoder`, fitted here to ``decoder_images`` training images of the
+base run's data: each of the 48 bits is the sign of a standardised projection of the image on
+one of the data's least-used low-frequency directions (mixed by the key), so the bits of real
+images are fair coins and a generator writes them with a small additive change. The loss, on
+the samples ``G'(z)`` of the copy being tuned and ``G(z)`` of the frozen original at the same
 codes, is
 
-    soft_bit_loss(G'(z), header + payload) + image_weight * mean((G'(z) - R(z))^2)
+    mean_i relu(margin - s_i * score_i(A(G'(z)))) + image_weight * mean((G'(z) - G(z))^2)
 
-where the reference ``R(z)`` is ``G(z)`` marked by the file writer (``reference="marked"``,
-the default: the image loss then also shows the generator the mark's pixels) or ``G(z)``
-itself (``reference="original"``, the paper's choice).
-The message is the one the run's files would carry: the key's 16 header bits and the payload
-of the new run's id and the base run's model hash (fixed before tuning, so it cannot depend on
-the tuned weights). Every float weight of the state that the sampler reads gets gradients
-(for a GAN with an EMA generator: the EMA weights); nothing else changes.
+with ``s_i = +-1`` the message's bits (the key's 16 header bits and a 32-bit payload of the new
+run's id and the base run's model hash, fixed before tuning) and ``A`` a differentiable JPEG
+(`genimg.corruptions.jpeg_like`, quality ~ U[``jpeg_quality``]) applied with probability
+``jpeg_prob`` per step, so the mark survives JPEG. Every float weight of the state that the
+sampler reads gets gradients (for a GAN with an EMA generator: the EMA weights).
 
 Writes a normal run into ``--workdir``: ``config.json`` (the base's config plus this
 experiment's block, ``stable_signature``), ``run_info.json`` (with ``stable_signature``: the
-base, the message, what was measured), a checkpoint that ``genimg.sample`` and
-``genimg.evaluate`` restore, ``metrics.jsonl``, a sample grid and ``MODEL_CARD.md``. At the end
-it measures, on ``eval_samples`` raw samples (uint8, never saved) of the base and the tuned
-generator at the same codes: the bit accuracy of the 48 bits read as is, the rate at which
-``genimg.watermark.detect`` finds the mark (p < 1e-3), the same after JPEG quality 90, and the
-PSNR of the tuned samples against the base's. The domain-FID cost: ``python -m genimg.evaluate
---metrics=fid --extractor=domain:<classifier run>`` on both runs (README, "Responsible use").
+base, the message, what was measured), the decoder (``watermark_decoder.npz``, what
+``genimg.provenance check --decoder=W`` reads), a checkpoint that ``genimg.sample`` and
+``genimg.evaluate`` restore, ``metrics.jsonl``, a sample grid and ``MODEL_CARD.md``. At the
+end it measures, on ``eval_samples`` raw samples (uint8, never saved) of the base and the tuned
+generator at the same codes: the bit accuracy of the 48 bits, the rate at which the decoder
+finds the mark (header p < 1e-3) as is and after JPEG quality 90 and 75, the PSNR of the tuned
+samples against the base's, and the false-positive rate on ``fpr_images`` real test images.
+The domain-FID cost: ``python -m genimg.evaluate --metrics=fid --extractor=domain:<classifier
+run>`` on both runs (README, "Responsible use").
 
 Presets: tiny (seconds; for the tests).
 """
@@ -49,7 +54,8 @@ import numpy as np
 import optax
 from PIL import Image
 
-from genimg import cli
+from genimg import cli, corruptions
+from genimg import data as data_lib
 from genimg import images as images_lib
 from genimg import watermark as wm
 from genimg.errors import ConfigError, UserError
@@ -60,25 +66,32 @@ from genimg.train import workdir as workdir_lib
 
 log = logging.getLogger("genimg")
 BLOCK = "stable_signature"
-REFERENCES = ("marked", "original")
+DECODER_FILE = wm.DECODER_FILE
 
 
 def get_config(arg: str | None = None):
     config = config_lib.ConfigDict()
     config.base = ""  # the trained run to fine-tune (a workdir); required
-    config.steps = 300
+    config.steps = 600
     config.batch_size = 32
-    config.lr = 2e-4
-    config.image_weight = 100.0  # weight of the MSE to the reference images
-    config.reference = "marked"  # "marked": the frozen generator's samples, marked; "original"
+    config.lr = 1e-4
+    config.image_weight = 100.0  # weight of the MSE to the frozen generator's samples
+    config.margin = 2.0  # hinge margin of the bit scores, in stds of the real images' scores
+    config.jpeg_prob = 0.5  # per step: the bits are read after a differentiable JPEG
+    config.jpeg_quality = (70, 95)  # its quality ~ U[lo, hi]
+    config.decoder_images = 20000  # training images of the base's data the decoder is fitted to
+    config.fpr_images = 10000  # real test images the false-positive rate is measured on
     config.seed = 0
     config.log_every = 25
-    config.eval_samples = 200  # raw samples measured at the end
+    config.eval_samples = 1000  # raw samples measured at the end
     return config_lib.apply_presets(config, arg, {"tiny": tiny})
 
 
 def tiny(config) -> None:
-    config.update(steps=25, batch_size=8, lr=3e-3, image_weight=10.0, log_every=5, eval_samples=8)
+    config.update(
+        steps=25, batch_size=8, lr=3e-3, image_weight=10.0, log_every=5, eval_samples=8,
+        decoder_images=500, fpr_images=200,
+    )  # fmt: skip
 
 
 def _check(config, workdir: pathlib.Path) -> None:
@@ -86,12 +99,16 @@ def _check(config, workdir: pathlib.Path) -> None:
         raise ConfigError("set --config.base=W, the trained run to fine-tune")
     if not (pathlib.Path(config.base) / ckpt.CONFIG_FILE).is_file():
         raise UserError(f"--config.base={config.base} is not a training run (no config.json)")
-    for key in ("steps", "batch_size", "log_every", "eval_samples"):
+    for key in ("steps", "batch_size", "log_every", "eval_samples", "fpr_images"):
         if config[key] < 1:
             raise ConfigError(f"{key} must be >= 1, got {config[key]}")
-    if config.reference not in REFERENCES:
+    if config.decoder_images < 2 * wm.NUM_BITS:
+        raise ConfigError(f"decoder_images must be >= {2 * wm.NUM_BITS}")
+    lo, hi = config.jpeg_quality
+    if not (0.0 <= config.jpeg_prob <= 1.0 and 1 <= lo <= hi <= 100):
         raise ConfigError(
-            f"reference='{config.reference}'; expected one of {', '.join(REFERENCES)}"
+            "need 0 <= jpeg_prob <= 1 and 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100, got "
+            f"{config.jpeg_prob} and {tuple(config.jpeg_quality)}"
         )
     if (workdir / ckpt.CHECKPOINT_DIR).is_dir() and ckpt.finished_steps(workdir):
         raise UserError(f"{workdir} already holds a run; use a new --workdir")
@@ -108,47 +125,45 @@ def _trainable(state) -> tuple[list[bool], list, object]:
     return mask, [leaf for _, leaf in leaves_with_path], treedef
 
 
-def make_finetune_step(family, base_state, bits, key: str, config):
-    """A jitted ``(params, opt_state, rng, reference) -> (params, opt_state, metrics)`` over the
-    tuned leaves: ``reference`` holds the images the tuned samples at ``rng`` are pulled
-    towards (see `reference_images`)."""
+def make_finetune_step(family, base_state, decoder, bits, config):
+    """A jitted ``(params, opt_state, rng) -> (params, opt_state, metrics)`` over the tuned
+    leaves (see the module docstring)."""
     mask, leaves, treedef = _trainable(base_state)
     tx = optax.adam(config.lr)
+    signs = jnp.asarray(2.0 * np.asarray(bits) - 1.0, jnp.float32)
+    lo, hi = config.jpeg_quality
 
     def rebuild(params):
         it = iter(params)
         tree = [next(it) if m else x for m, x in zip(mask, leaves, strict=True)]
         return jax.tree.unflatten(treedef, tree)
 
-    def loss_fn(params, rng, reference):
+    def loss_fn(params, rng):
         images, _ = family.sample(rebuild(params), rng, config.batch_size)
-        bit_loss = wm.soft_bit_loss(images, bits, key)
+        reference = jax.lax.stop_gradient(family.sample(base_state, rng, config.batch_size)[0])
+        coin_rng, quality_rng = jax.random.split(jax.random.fold_in(rng, 1))
+        quality = jax.random.uniform(quality_rng, minval=lo, maxval=hi)
+        attacked = jnp.where(
+            jax.random.uniform(coin_rng) < config.jpeg_prob,
+            corruptions.jpeg_like(images, quality),
+            images,
+        )
+        scores = decoder.soft_scores(attacked)
+        bit_loss = jnp.mean(jax.nn.relu(config.margin - signs * scores))
         mse = jnp.mean((images - reference) ** 2)
-        return bit_loss + config.image_weight * mse, {"bit_loss": bit_loss, "mse": mse}
+        accuracy = jnp.mean((scores > 0) == (signs > 0))
+        parts = {"bit_loss": bit_loss, "mse": mse, "bit_accuracy": accuracy}
+        return bit_loss + config.image_weight * mse, parts
 
     @jax.jit
-    def step(params, opt_state, rng, reference):
+    def step(params, opt_state, rng):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, parts), grads = grad_fn(params, rng, reference)
+        (loss, parts), grads = grad_fn(params, rng)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, **parts}
 
     params = [x for m, x in zip(mask, leaves, strict=True) if m]
     return step, params, tx.init(params), rebuild
-
-
-def reference_images(sample, base_state, rng, num, payload, key, marked: bool):
-    """The frozen generator's samples at ``rng`` (float [0, 1]); with ``marked``, as the file
-    writer would mark them (``genimg.watermark.embed``): the image loss then teaches the
-    tuned generator the mark's exact pixels, not only to stay close."""
-    images = np.asarray(jax.device_get(sample(base_state, rng, num)[0]), np.float32)
-    if not marked:
-        return images
-    out = []
-    for image in images_lib.to_uint8(images):
-        marked_image = wm.embed(image, payload, key)
-        out.append(image if marked_image is None else marked_image)
-    return np.stack(out).astype(np.float32) / 255.0
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -159,16 +174,24 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return back[..., None] if back.ndim == 2 else back
 
 
-def measure(images: np.ndarray, bits: np.ndarray, key: str) -> dict:
-    """Bit accuracy (48 bits read as is), detection rate, and detection after JPEG 90 of raw
-    uint8 samples."""
-    accuracy = [np.mean(wm.decode_bits(x, key) == bits) for x in images]
-    detected = [wm.detect(x, key).marked for x in images]
-    jpeg = [wm.detect(_jpeg(x, 90), key).marked for x in images]
+def detected(decoder, images: np.ndarray, key: str) -> np.ndarray:
+    """Whether the decoder finds the mark of ``key`` in each uint8 image."""
+    return np.array([decoder.detect(x, key).marked for x in images])
+
+
+def measure(decoder, images: np.ndarray, bits: np.ndarray, key: str) -> dict:
+    """Bit accuracy (48 bits) and detection rate of raw uint8 samples, and the detection rate
+    after JPEG quality 90 and 75."""
+    accuracy = (decoder.scores(images) > 0) == (np.asarray(bits) > 0)
     return {
         "bit_accuracy": float(np.mean(accuracy)),
-        "detection_rate": float(np.mean(detected)),
-        "detection_rate_jpeg90": float(np.mean(jpeg)),
+        "detection_rate": float(np.mean(detected(decoder, images, key))),
+        "detection_rate_jpeg90": float(
+            np.mean(detected(decoder, [_jpeg(x, 90) for x in images], key))
+        ),
+        "detection_rate_jpeg75": float(
+            np.mean(detected(decoder, [_jpeg(x, 75) for x in images], key))
+        ),
     }
 
 
@@ -198,11 +221,17 @@ def finetune(config, workdir) -> dict:
     payload = wm.payload_bits(identity["run_id"], base_hash)
     bits = np.concatenate([wm.header_bits(key), payload])
 
-    marked = config.reference == "marked"
+    data_cfg = base_record["data"]
+    source, size = data_cfg["source"], data_cfg.get("image_size") or None
+    train_images = data_lib.load(source, "train", size).images[: config.decoder_images]
+    real_test = data_lib.load(source, "test", size).images[: config.fpr_images]
+    decoder = wm.fit_decoder(train_images, key)
+
     workdir_lib.prepare(workdir)
     with workdir_lib.RunLock(workdir), ckpt.quiet_orbax():
+        decoder.save(workdir / DECODER_FILE)
         step_fn, params, opt_state, rebuild = make_finetune_step(
-            family, base_state, bits, key, config
+            family, base_state, decoder, bits, config
         )
         sample = jax.jit(family.sample, static_argnums=2)
         rng = jax.random.key(config.seed)
@@ -210,11 +239,7 @@ def finetune(config, workdir) -> dict:
         start = time.perf_counter()
         with open(metrics_path, "w") as log_file:
             for i in range(1, config.steps + 1):
-                step_rng = jax.random.fold_in(rng, i)
-                reference = reference_images(
-                    sample, base_state, step_rng, config.batch_size, payload, key, marked
-                )
-                params, opt_state, metrics = step_fn(params, opt_state, step_rng, reference)
+                params, opt_state, metrics = step_fn(params, opt_state, jax.random.fold_in(rng, i))
                 if i % config.log_every == 0 or i == config.steps:
                     line = {"step": i, **{k: float(v) for k, v in metrics.items()}}
                     log_file.write(json.dumps(line) + "\n")
@@ -227,10 +252,14 @@ def finetune(config, workdir) -> dict:
         eval_rng = jax.random.fold_in(jax.random.key(config.seed + 1), 0)
         tuned = images_lib.to_uint8(sample(state, eval_rng, config.eval_samples)[0])
         base = images_lib.to_uint8(sample(base_state, eval_rng, config.eval_samples)[0])
-        measured = {f"tuned_{k}": v for k, v in measure(tuned, bits, key).items()}
-        measured.update({f"base_{k}": v for k, v in measure(base, bits, key).items()})
+        measured = {f"tuned_{k}": v for k, v in measure(decoder, tuned, bits, key).items()}
+        measured.update({f"base_{k}": v for k, v in measure(decoder, base, bits, key).items()})
         measured.update(
-            psnr_to_base=psnr(tuned, base), eval_samples=config.eval_samples, seconds=seconds
+            psnr_to_base=psnr(tuned, base),
+            false_positive_rate=float(np.mean(detected(decoder, real_test, key))),
+            fpr_images=len(real_test),
+            eval_samples=config.eval_samples,
+            seconds=seconds,
         )
 
         info = {
@@ -242,6 +271,8 @@ def finetune(config, workdir) -> dict:
                 "steps": config.steps,
                 "key_id": wm.key_id(key),
                 "model_hash": base_hash,
+                "decoder": DECODER_FILE,
+                "decoder_data": f"{source} train, {len(train_images)} images",
                 "measured": measured,
             },
         }

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.fft
 import scipy.ndimage
 from PIL import Image
 
@@ -170,3 +171,49 @@ def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     Image.fromarray(image[..., 0] if gray else image).save(buffer, "JPEG", quality=quality)
     decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
     return decoded[..., None] if gray else decoded
+
+
+# The luminance quantisation table of the JPEG standard (ITU T.81, Annex K), quality 50.
+_JPEG_LUMA_TABLE = np.array(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    np.float32,
+)
+
+
+def jpeg_table(quality) -> Array:
+    """The 8x8 luminance table at ``quality`` (1..100, may be traced), scaled as libjpeg does."""
+    q = jnp.clip(jnp.asarray(quality, jnp.float32), 1.0, 100.0)
+    scale = jnp.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q)
+    return jnp.clip(jnp.floor((_JPEG_LUMA_TABLE * scale + 50.0) / 100.0), 1.0, 255.0)
+
+
+def jpeg_like(x: Array, quality) -> Array:
+    """A differentiable stand-in for a JPEG round trip of ``x`` (float ``[B, H, W, C]`` in
+    [0, 1]): every channel is coded like JPEG's luma (level shift, 8x8 block DCT, the standard
+    table at ``quality``, rounding, inverse), without chroma subsampling or entropy coding
+    (lossless). The rounding passes gradients straight through (Shin & Song 2017), so watermark
+    encoders can be trained through it. Sides that are not multiples of 8 are edge-padded,
+    as JPEG encoders do, and cropped back."""
+    _check_images(x)
+    b, h, w, c = x.shape
+    ph, pw = -h % 8, -w % 8
+    pixels = jnp.pad(x * 255.0 - 128.0, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    hb, wb = (h + ph) // 8, (w + pw) // 8
+    blocks = pixels.reshape(b, hb, 8, wb, 8, c)
+    d = jnp.asarray(scipy.fft.dct(np.eye(8), norm="ortho", axis=0), jnp.float32)
+    coef = jnp.einsum("ui,bhiwjc,vj->bhuwvc", d, blocks, d)
+    table = jpeg_table(quality)[None, None, :, None, :, None]
+    scaled = coef / table
+    rounded = scaled + jax.lax.stop_gradient(jnp.round(scaled) - scaled)
+    back = jnp.einsum("ui,bhuwvc,vj->bhiwjc", d, rounded * table, d)
+    out = (back.reshape(b, h + ph, w + pw, c)[:, :h, :w] + 128.0) / 255.0
+    return jnp.clip(out, 0.0, 1.0)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import math
 import os
 
@@ -246,6 +247,66 @@ def decode_bits(image: np.ndarray, key: str = DEFAULT_KEY) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# What the marks are measured against.
+
+
+def _pil(image):
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _back(pil, channels):
+    array = np.asarray(pil)
+    return array[..., None] if channels == 1 else array
+
+
+def attacks(rng: np.random.Generator) -> dict:
+    """The attacks the marks are measured under: name -> fn(uint8 [H, W, C]) -> uint8 image
+    (PNG round trip, JPEG quality 90 and 75, resize to 90 % and 110 % (bicubic), Gaussian
+    noise of std 2/255 drawn from ``rng``, a centred crop keeping 90 % of the area)."""
+
+    def jpeg(quality):
+        def fn(image):
+            buf = io.BytesIO()
+            _pil(image).save(buf, "JPEG", quality=quality)
+            return _back(Image.open(io.BytesIO(buf.getvalue())), image.shape[-1])
+
+        return fn
+
+    def png(image):
+        buf = io.BytesIO()
+        _pil(image).save(buf, "PNG")
+        return _back(Image.open(io.BytesIO(buf.getvalue())), image.shape[-1])
+
+    def resize(factor):
+        def fn(image):
+            h, w = image.shape[:2]
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            return _back(_pil(image).resize(size, Image.Resampling.BICUBIC), image.shape[-1])
+
+        return fn
+
+    def noise(image):
+        noisy = image + rng.normal(0.0, 2.0, image.shape)  # std 2/255 of the range
+        return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+    def crop(image):
+        h, w = image.shape[:2]
+        ch, cw = round(h * 0.9**0.5), round(w * 0.9**0.5)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return image[top : top + ch, left : left + cw]
+
+    return {
+        "png": png,
+        "jpeg90": jpeg(90),
+        "jpeg75": jpeg(75),
+        "resize0.9": resize(0.9),
+        "resize1.1": resize(1.1),
+        "noise2": noise,
+        "crop90": crop,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Provenance of the files genimg writes.
 
 TEXT_PREFIX = "genimg:"
@@ -289,35 +350,142 @@ class Provenance:
 
 
 # ---------------------------------------------------------------------------------------------
-# The decoder as a differentiable function, for marking a generator itself.
+# The generator mark: a decoder fitted to a data set, that a generator learns to satisfy.
+
+GENERATOR_BAND = 20.0  # the generator mark lives below this radial DCT frequency (of the image)
+DECODER_FILE = "watermark_decoder.npz"  # where a Stable Signature run keeps its decoder
+
+
+def _key_rotation(key: str, n: int) -> np.ndarray:
+    """An orthogonal ``[n, n]`` matrix drawn from ``key``."""
+    seed = int.from_bytes(hashlib.sha256(f"generator-mark|{key}".encode()).digest()[:8], "big")
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
+    return q * np.sign(np.diag(r))
+
+
+@dataclasses.dataclass(frozen=True)
+class SubspaceDecoder:
+    """The fixed decoder that Stable Signature fine-tunes a generator against
+    (``experiments/stable_signature.py``), fitted to the generator's training images.
+
+    A bit is the sign of a standardised linear projection of the image's luma: the band's
+    DCT coefficients (radial frequency in [1, ``GENERATOR_BAND``) cycles per image) projected
+    on ``NUM_BITS`` directions, minus their mean on the fitting images, over their std there.
+    The directions span the band's ``NUM_BITS`` directions of *least* variance in the data
+    (the smallest eigenvectors of the coefficients' covariance), mixed by an orthogonal matrix
+    drawn from the key. So on the data's own images every bit is a fair coin (the detector's
+    false-positive rate follows from the binomial tail, and is measured), while a generator
+    moves the projections by a few of their small stds at a small cost in pixels: an additive,
+    content-independent change it can learn (a lattice decoder such as `detect`'s needs a
+    content-dependent one and could not be learned, README). It reads images of its own size;
+    other sizes are resized to it (bicubic) first.
+    """
+
+    mask: np.ndarray  # [H, W] bool: the band's coefficients
+    directions: np.ndarray  # [NUM_BITS, N]
+    mean: np.ndarray  # [NUM_BITS]
+    std: np.ndarray  # [NUM_BITS]
+    key_id: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mask.shape
+
+    def _projections(self, luma: np.ndarray) -> np.ndarray:
+        coef = scipy.fft.dctn(luma, axes=(-2, -1), norm="ortho")  # [N, H, W]
+        return coef[:, self.mask] @ self.directions.T
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """Standardised projections ``[N, NUM_BITS]`` of uint8 images ``[N, H, W, C]``."""
+        lumas = []
+        for image in images:
+            luma = _luma(_check(image))
+            if luma.shape != self.shape:
+                pil = Image.fromarray(luma.astype(np.float32), mode="F")
+                size = (self.shape[1], self.shape[0])
+                luma = np.asarray(pil.resize(size, Image.Resampling.BICUBIC), np.float64)
+            lumas.append(luma)
+        return (self._projections(np.stack(lumas)) - self.mean) / self.std
+
+    def soft_scores(self, images):
+        """`scores` as a differentiable jax function of float ``images`` ``[N, H, W, C]`` in
+        [0, 1] of the decoder's size (what a generator is tuned with)."""
+        import jax.numpy as jnp  # the numpy-only paths above do not need jax
+
+        h, w = self.shape
+        if tuple(images.shape[1:3]) != (h, w):
+            raise ValueError(f"the decoder reads {h}x{w} images, got {tuple(images.shape)}")
+        pixels = 255.0 * images
+        luma = pixels[..., 0] if images.shape[-1] == 1 else pixels[..., :3] @ jnp.asarray(_LUMA)
+        dh, dw = (jnp.asarray(_dct_matrix(n), jnp.float32) for n in (h, w))
+        coef = jnp.einsum("ij,njk,lk->nil", dh, luma, dw)
+        x = coef[:, self.mask] @ jnp.asarray(self.directions.T, jnp.float32)
+        return (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+
+    def detect(self, image: np.ndarray, key: str = DEFAULT_KEY) -> Detection:
+        """Whether one uint8 image carries the generator mark of ``key``: its 16 header bits
+        matched so often that chance would do it with p < ``P_VALUE_THRESHOLD`` (the binomial
+        tail: 15 or 16 of 16). ``score`` is the number of header bits matched."""
+        if key_id(key) != self.key_id:
+            raise ValueError(f"this decoder was fitted for key {self.key_id}, not {key_id(key)}")
+        bits = (self.scores(np.asarray(image)[None])[0] > 0).astype(np.int8)
+        matches = int(np.sum(bits[:HEADER_BITS] == header_bits(key)))
+        p_value = float(scipy.special.bdtrc(matches - 1, HEADER_BITS, 0.5)) if matches else 1.0
+        h, w = np.asarray(image).shape[:2]
+        name = "as is" if (h, w) == self.shape else f"resized from {h}x{w}"
+        return Detection(
+            p_value < P_VALUE_THRESHOLD, p_value, float(matches), bits[HEADER_BITS:], name, 1
+        )
+
+    def save(self, path) -> None:
+        """Writes the decoder to ``path`` (``.npz``), atomically."""
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, mask=self.mask, directions=self.directions, mean=self.mean,
+                     std=self.std, key_id=np.asarray(self.key_id))  # fmt: skip
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> SubspaceDecoder:
+        """The decoder in ``path``: an ``.npz`` written by `save`, or a run folder holding one
+        (``DECODER_FILE``); a ``ValueError`` naming the path when there is none."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, DECODER_FILE)
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no watermark decoder (a Stable Signature run writes one)")
+        with np.load(path) as f:
+            return cls(f["mask"], f["directions"], f["mean"], f["std"], str(f["key_id"]))
+
+
+def fit_decoder(images: np.ndarray, key: str = DEFAULT_KEY) -> SubspaceDecoder:
+    """The `SubspaceDecoder` of ``key`` for uint8 ``images`` ``[N, H, W, C]`` (a few thousand
+    of the generator's training images)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8 or len(images) < 2 * NUM_BITS:
+        raise ValueError(
+            f"fit_decoder needs at least {2 * NUM_BITS} uint8 images [N, H, W, C], got "
+            f"{images.dtype} {images.shape}"
+        )
+    h, w = images.shape[1:3]
+    u, v = np.meshgrid(np.arange(h) * (w / h), np.arange(w), indexing="ij")
+    radius = np.hypot(u, v)
+    mask = (radius >= 1.0) & (radius < GENERATOR_BAND)
+    if mask.sum() < 2 * NUM_BITS:
+        raise ValueError(f"{h}x{w} images have too few band coefficients for {NUM_BITS} bits")
+    lumas = np.stack([_luma(_check(x)) for x in images])
+    coef = scipy.fft.dctn(lumas, axes=(-2, -1), norm="ortho")[:, mask]  # [N, count]
+    _, vectors = np.linalg.eigh(np.cov(coef, rowvar=False))  # ascending eigenvalues
+    directions = (vectors[:, :NUM_BITS] @ _key_rotation(key, NUM_BITS)).T
+    projections = coef @ directions.T
+    # Saving as uint8 adds rounding noise of variance 1/12 to every unit-norm projection: a
+    # data set smoother than that (e.g. upsampled) must not make the bits that sensitive.
+    std = np.sqrt(projections.var(0) + 1.0 / 12.0)
+    return SubspaceDecoder(mask, directions, projections.mean(0), std, key_id(key))
 
 
 def _dct_matrix(n: int) -> np.ndarray:
     """The orthonormal DCT-II matrix: ``dct(x, norm="ortho") == D @ x``."""
     return scipy.fft.dct(np.eye(n), norm="ortho", axis=0)
-
-
-def soft_bit_loss(images, bits: np.ndarray, key: str = DEFAULT_KEY):
-    """Mean over images and bits of ``1 - cos(2 pi (phase - bit / 2))``: 0 when every
-    projection of every image sits on the lattice point of its bit (the mark `detect` reads),
-    about 1 for unmarked images. ``images``: float ``[N, H, W, C]`` in [0, 1] (a jax array; the
-    loss is differentiable in it); ``bits``: the 48 header + payload bits.
-
-    Used to fine-tune a generator so that everything it draws carries the mark (as Stable
-    Signature does with a learned decoder; here the decoder is the fixed one above).
-    """
-    import jax.numpy as jnp  # the numpy-only paths above do not need jax
-
-    h, w = images.shape[1:3]
-    rows, cols = _region(h, w)
-    rh, rw = rows.stop - rows.start, cols.stop - cols.start
-    basis = _basis(key, rh, rw)
-    if basis is None:
-        raise ValueError(f"images of {h}x{w} are too small to carry the mark")
-    pixels = 255.0 * images[:, rows, cols, :]
-    luma = pixels[..., 0] if images.shape[-1] == 1 else pixels[..., :3] @ jnp.asarray(_LUMA)
-    coef = jnp.einsum("ij,njk,lk->nil", _dct_matrix(rh), luma, _dct_matrix(rw))  # [N, rh, rw]
-    x = coef[:, basis.mask] @ jnp.asarray(basis.directions.T)  # [N, NUM_BITS]
-    phase = x / DELTA - basis.dither
-    target = 0.5 * jnp.asarray(bits, jnp.float32)
-    return jnp.mean(1.0 - jnp.cos(2 * jnp.pi * (phase - target)))

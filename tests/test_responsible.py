@@ -14,9 +14,11 @@ from PIL import Image
 from experiments import dcgan, stable_signature
 from genimg import evaluate, provenance, sample
 from genimg import watermark as wm
+from genimg.errors import UserError
 from genimg.train import checkpoint as ckpt
 from genimg.train import model_card, run_provenance
 from genimg.train.loop import train_from_config
+from tests.test_watermark import plant
 
 
 def _config(steps=4, watermark=True):
@@ -154,3 +156,29 @@ def test_stable_signature_marks_the_generators_raw_samples(run28, tmp_path):
     assert prov.model_hash == signature["model_hash"] and prov.run_id == info["run_id"]
     card = (tmp_path / "sig" / model_card.FILE).read_text()
     assert "### Stable Signature" in card and signature["model_hash"] in card
+    assert signature["decoder"] == wm.DECODER_FILE
+    assert measured["fpr_images"] == 200 and measured["false_positive_rate"] <= 0.05
+
+    # `genimg.provenance check --decoder=W` reads the generator mark with the run's decoder:
+    # an image carrying the run's message is found without PNG text or file mark, a real
+    # image is not.
+    decoder = provenance.load_decoder(tmp_path / "sig")
+    payload = wm.payload_bits(info["run_id"], signature["model_hash"])
+    test = np.stack([x for x in _digits28_test()[:1]])
+    lifted, marked = plant(
+        decoder, test[0], np.concatenate([wm.header_bits(wm.DEFAULT_KEY), payload])
+    )
+    for name, image, expected in (("marked.png", marked, True), ("real.png", lifted, False)):
+        Image.fromarray(image[..., 0]).save(tmp_path / name)
+        report = provenance.check_file(tmp_path / name, [wm.DEFAULT_KEY], decoder)
+        assert report["marked"] is expected and report["generator_mark"]["marked"] is expected
+    line = provenance.format_report(report)
+    assert "no mark found" in line and "generator mark not found" in line
+    with pytest.raises(UserError, match="no watermark decoder"):
+        provenance.load_decoder(tmp_path / "nowhere")
+
+
+def _digits28_test():
+    from genimg.data import load
+
+    return load("digits", "test", 28).images

@@ -124,8 +124,10 @@ def render(workdir, config: dict, run_info: dict, num_params: int | None = None)
             f"`{signature.get('base_run_id')}`) so that every image it draws carries the mark "
             f"of key id `{signature.get('key_id')}` with model hash "
             f"`{signature.get('model_hash')}`, also when the model is called directly and its "
-            "output never passes through genimg's file writer. Measured at the end of the "
-            "fine-tuning:",
+            "output never passes through genimg's file writer. Check an image with "
+            "`python -m genimg.provenance check FILE --decoder=<this run>` (the decoder is "
+            f"`{signature.get('decoder', 'watermark_decoder.npz')}` in this folder). Measured at "
+            "the end of the fine-tuning:",
             _table(signature.get("measured", {})) or "nothing measured",
         ]
     return "\n\n".join(sections) + "\n"
