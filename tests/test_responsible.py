@@ -182,3 +182,21 @@ def _digits28_test():
     from genimg.data import load
 
     return load("digits", "test", 28).images
+
+
+def test_stable_signature_bad_config_is_one_line_and_writes_nothing(run28, tmp_path):
+    from genimg.errors import ConfigError
+
+    cases = [
+        ({}, ConfigError, "set --config.base=W"),
+        ({"base": str(tmp_path)}, UserError, "is not a training run"),
+        ({"base": str(run28), "jpeg_prob": 1.5}, ConfigError, "0 <= jpeg_prob <= 1"),
+        ({"base": str(run28), "jpeg_quality": (90, 70)}, ConfigError, "jpeg_quality"),
+        ({"base": str(run28), "decoder_images": 10}, ConfigError, "decoder_images must be >= 96"),
+    ]
+    for overrides, error, message in cases:
+        config = stable_signature.get_config("tiny")
+        config.update(overrides)
+        with pytest.raises(error, match=message):
+            stable_signature.finetune(config, tmp_path / "sig")
+        assert not (tmp_path / "sig").exists()
