@@ -191,3 +191,13 @@ def test_train_data_batches_inputs_with_their_images(digits):
     assert with_inputs.input_shape == (8, 8, 4)
     edges = decode_inputs(np.array([[[[0], [255]]]], np.uint8))
     np.testing.assert_array_equal(np.asarray(edges), [[[[0.0], [1.0]]]])
+
+
+@pytest.mark.parametrize("kind", ["labelmap", "edges"])
+def test_transform_input_in_chunks_equals_one_pass(kind, monkeypatch):
+    images = load("digits", "train", 28).images[:10]
+    fn, _ = transforms.TRANSFORMS[kind]
+    whole = fn(images)[..., None]
+    monkeypatch.setattr(paired, "TRANSFORM_CHUNK", 3)  # chunks of 3, 3, 3 and 1 images
+    chunked, _ = paired.transform_input(kind, images)
+    np.testing.assert_array_equal(chunked, whole * np.uint8(255) if kind == "edges" else whole)
