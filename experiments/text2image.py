@@ -38,7 +38,7 @@ def get_config(arg: str | None = None):
         data=config_lib.data_block("scenes"),
         model=text2image.model_config("transformer"),
         optim=gan.optim_config(),
-        train=config_lib.train_block(steps=4500, sample_every=500, checkpoint_every=500),
+        train=config_lib.train_block(steps=3500, sample_every=500, checkpoint_every=500),
         eval=text2image.eval_config(),
     )
     config.optim.update(g_lr=1e-4, d_lr=4e-4, b1=0.0, b2=0.9)

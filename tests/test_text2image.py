@@ -202,6 +202,9 @@ def test_caption_fidelity_reads_real_scenes_and_catches_wrong_ones():
     # the other size: only the "size" captions fail
     resized = fidelity.correct(grids, made.tokens, (grids >= 0) & ~small)[0]
     np.testing.assert_array_equal(resized, relations != "size")
+    assert fidelity.size_accuracy(grids, small, made.tokens) == 1.0
+    assert fidelity.size_accuracy(grids, (grids >= 0) & ~small, made.tokens) == 0.0
+    assert fidelity.size_accuracy(grids[:0], small[:0], made.tokens[:0]) is None
     flipped, flipped_small, _ = fidelity.read_scenes(made.images[:, :, ::-1], extractor)
     ok_flipped, _ = fidelity.correct(flipped, made.tokens, flipped_small)  # left <-> right
     assert not ok_flipped[np.isin(relations, ["horizontal", "position", "size"])].any()

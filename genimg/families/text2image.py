@@ -139,6 +139,9 @@ def captions_group(config):
                 results.update(
                     fidelity.accuracy_by_relation(placed, relations, f"{split}/{name}/layout")
                 )
+                size = fidelity.size_accuracy(grids, small, tokens)
+                if size is not None:
+                    results[f"{split}/{name}/size_attribute"] = size
             if split == "test":
                 results["scene_fid/model"] = fidelity.scene_fid(features["model"], features["real"])
                 results["scene_fid/retrieval"] = fidelity.scene_fid(

@@ -108,6 +108,17 @@ def correct(
     return np.array(ok), [s.relation for s in specs]
 
 
+def size_accuracy(grids: np.ndarray, small: np.ndarray, tokens: np.ndarray) -> float | None:
+    """The fraction of "size" captions whose named cell holds an item of the named size
+    (whatever its class); None without "size" captions."""
+    hits = []
+    for g, m, t in zip(grids, small, tokens, strict=True):
+        spec = scenes.parse(scenes.TOKENIZER.decode(t))
+        if spec.relation == "size":
+            hits.append(g[spec.cell] >= 0 and bool(m[spec.cell]) == (spec.size == "small"))
+    return float(np.mean(hits)) if hits else None
+
+
 def accuracy_by_relation(ok: np.ndarray, relations: list[str], prefix: str) -> dict:
     """``{prefix/all, prefix/<relation>: accuracy}`` over the relation types present."""
     relations = np.asarray(relations)
