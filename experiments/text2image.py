@@ -7,12 +7,14 @@
     python -m genimg.evaluate --workdir=runs/t2i --metrics=captions
     python -c "from experiments.text2image import figure; figure('runs/t2i', 'docs/t2i.png')"
 
-Data: the ``scenes`` source (56x56 canvases, a 2x2 grid of Fashion-MNIST items, captions such
-as "a sandal at the top left" or "a bag left of a sneaker"; a held-out split of
-(item, position) and (item, item) combinations never captioned in training). Model: a small
-transformer text encoder (2 blocks, 64 wide, padding masked) in each network, G conditioned by
-concat(z, text) and FiLM batch norm, D by projection on the text vector; the SN-GAN recipe of
-experiments/cgan.py (hinge loss, spectral norm, TTUR with Adam(0, 0.9), EMA generator).
+Data: the ``scenes`` source (56x56 canvases, a 2x2 grid of one to three Fashion-MNIST items,
+captions such as "a sandal at the top left", "a bag left of a sneaker", "a small shirt at the
+top right", "two sneakers", "a bag, a shirt and a boot"; a held-out split of (item, position),
+(item, item), (size, item) and (count, item) combinations never captioned in training).
+Model: a small transformer text encoder (2 blocks, 64 wide, padding masked) in each network, G
+conditioned by concat(z, text) and FiLM batch norm, D by projection on the text vector; the
+SN-GAN recipe of experiments/cgan.py (hinge loss, spectral norm, TTUR with Adam(0, 0.9), EMA
+generator).
 ``captions`` (genimg.evaluate) needs a Fashion-MNIST classifier run at ``eval.classifier``.
 Result on a 2-core CPU: see the README (Text to image).
 Presets: bow (bag-of-words text encoder: the baseline), tiny (seconds).
@@ -36,7 +38,7 @@ def get_config(arg: str | None = None):
         data=config_lib.data_block("scenes"),
         model=text2image.model_config("transformer"),
         optim=gan.optim_config(),
-        train=config_lib.train_block(steps=1000, sample_every=500, checkpoint_every=500),
+        train=config_lib.train_block(steps=3500, sample_every=500, checkpoint_every=500),
         eval=text2image.eval_config(),
     )
     config.optim.update(g_lr=1e-4, d_lr=4e-4, b1=0.0, b2=0.9)
@@ -59,12 +61,16 @@ def tiny(config) -> None:
 FIGURE_PROMPTS = (
     "a sandal at the top right",
     "a bag left of a coat",
-    "a shirt above a sneaker",
-    "a boot right of a dress",
+    "a small shirt at the bottom left",
+    "a large boot at the top left",
+    "two bags",
+    "three sneakers",
+    "a dress, a coat and a bag",
     "a sandal at the top left",  # * held out (object, position)
-    "a bag at the bottom right",  # *
     "a bag right of a sneaker",  # * held out (object, object)
-    "a coat above a boot",  # *
+    "a small bag at the top right",  # * held out (size, object)
+    "two sneakers",  # * held out (count, object)
+    "a coat, a shirt and a boot",  # * held out (object, object): coat + boot
 )
 
 

@@ -10,8 +10,8 @@ per image and grid.png into that folder, each carrying the run's provenance (PNG
 the invisible watermark, unless the run was trained with provenance.watermark=False; check
 them with python -m genimg.provenance check FILE). --prompt (families with
 Family.encode_prompt, e.g. text2image) conditions every sample on one caption; without --out
-and --png its samples go to W/prompts/<the prompt, words joined by _>/ (samples.npz, PNGs and
-grid.png).
+and --png its samples go to W/prompts/<the prompt's words and digits joined by _>/
+(samples.npz, PNGs and grid.png).
 
 The classification accuracy score (CAS; Ravuri & Vinyals 2019) trains a classifier on
 generated images only and tests it on real ones: --with_test_split=SOURCE stores the samples
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import re
 
 import numpy as np
 
@@ -60,6 +61,12 @@ def define_flags() -> None:
     )
 
 
+def prompt_folder(prompt: str) -> str:
+    """The folder name of a prompt's samples: its runs of letters and digits joined by _
+    ("a bag, a shirt and a boot" -> "a_bag_a_shirt_and_a_boot")."""
+    return "_".join(re.findall(r"[A-Za-z0-9]+", prompt)) or "prompt"
+
+
 def main(args) -> None:
     if args.prompt is not None and args.labels is not None:
         cli.fail("give --prompt or --labels, not both")
@@ -76,7 +83,7 @@ def main(args) -> None:
         tokens = np.asarray(family.encode_prompt(args.prompt))
         labels = np.repeat(tokens[None], args.num_samples, axis=0)
         if args.out is None:
-            folder = pathlib.Path(args.workdir) / "prompts" / "_".join(args.prompt.split())
+            folder = pathlib.Path(args.workdir) / "prompts" / prompt_folder(args.prompt)
             args.out = str(folder / "samples.npz")
             args.png = args.png or str(folder)
     test = None

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from genimg.models.gan import dcgan_num_stages
 from genimg.models.layers import ConvTranspose, unscaled_batch_norm
+from genimg.ops import onednn
 
 ENCODERS = ("transformer", "bow")
 
@@ -145,6 +146,7 @@ class TextGenerator(_EncoderFields):
     kernel_size: int = 4
     axis_name: str | None = None
     upsample_impl: str = "auto"
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto"; see layers.ConvTranspose
 
     @nn.compact
     def __call__(self, z, tokens, train: bool = True):
@@ -159,7 +161,11 @@ class TextGenerator(_EncoderFields):
             )(x, e)
 
         up = functools.partial(
-            ConvTranspose, kernel_size=k, padding=(k - 1) // 2, impl=self.upsample_impl
+            ConvTranspose,
+            kernel_size=k,
+            padding=(k - 1) // 2,
+            impl=self.upsample_impl,
+            conv_backend=self.conv_backend,
         )
         features = self.width * 2**n_up
         x = nn.Dense(base * base * features, use_bias=False)(jnp.concatenate([z, e], -1))
@@ -179,12 +185,14 @@ class TextDiscriminator(_EncoderFields):
     width: int = 32
     kernel_size: int = 4
     spectral_norm: bool = True
+    conv_backend: str = "xla"  # "xla" | "onednn" | "auto" (see genimg.ops.onednn)
 
     @nn.compact
     def __call__(self, x, tokens, train: bool = True):
         n_down, _ = dcgan_num_stages(x.shape[1])
         e = self.encode(tokens)
         k, p = self.kernel_size, (self.kernel_size - 1) // 2
+        conv_fn = onednn.conv_fn(self.conv_backend)
 
         def layer(module, h):
             if self.spectral_norm:
@@ -193,7 +201,13 @@ class TextDiscriminator(_EncoderFields):
 
         for i in range(n_down):
             pad = ((p, k - 2 - p), (p, k - 2 - p)) if k % 2 == 0 else ((p, p), (p, p))
-            conv = nn.Conv(self.width * 2**i, (k, k), strides=(2, 2), padding=pad)
+            conv = nn.Conv(
+                self.width * 2**i,
+                (k, k),
+                strides=(2, 2),
+                padding=pad,
+                conv_general_dilated=conv_fn,
+            )
             x = nn.leaky_relu(layer(conv, x), negative_slope=0.2)
         phi = x.reshape((x.shape[0], -1))  # [B, F], spatial layout kept
         logits = layer(nn.Dense(1), phi)[:, 0]
