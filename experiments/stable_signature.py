@@ -89,8 +89,8 @@ def get_config(arg: str | None = None):
 
 def tiny(config) -> None:
     config.update(
-        steps=25, batch_size=8, lr=3e-3, image_weight=10.0, log_every=5, eval_samples=8,
-        decoder_images=500, fpr_images=200,
+        steps=25, batch_size=8, lr=3e-3, image_weight=10.0, margin=4.0, log_every=5,
+        eval_samples=8, decoder_images=500, fpr_images=200,
     )  # fmt: skip
 
 
