@@ -395,8 +395,9 @@ class SubspaceDecoder:
         coef = scipy.fft.dctn(luma, axes=(-2, -1), norm="ortho")  # [N, H, W]
         return coef[:, self.mask] @ self.directions.T
 
-    def scores(self, images: np.ndarray) -> np.ndarray:
-        """Standardised projections ``[N, NUM_BITS]`` of uint8 images ``[N, H, W, C]``."""
+    def scores(self, images) -> np.ndarray:
+        """Standardised projections ``[N, NUM_BITS]`` of uint8 images ``[N, H, W, C]`` (or a
+        list of images of any sizes)."""
         lumas = []
         for image in images:
             luma = _luma(_check(image))
@@ -422,19 +423,30 @@ class SubspaceDecoder:
         x = coef[:, self.mask] @ jnp.asarray(self.directions.T, jnp.float32)
         return (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
 
-    def detect(self, image: np.ndarray, key: str = DEFAULT_KEY) -> Detection:
-        """Whether one uint8 image carries the generator mark of ``key``: its 16 header bits
-        matched so often that chance would do it with p < ``P_VALUE_THRESHOLD`` (the binomial
-        tail: 15 or 16 of 16). ``score`` is the number of header bits matched."""
+    def header_p_values(self, scores: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(p-values, matches)`` of `scores` ``[N, NUM_BITS]``: how many of the 16 header
+        bits of ``key`` each image matches, and the chance of matching that many or more
+        without the mark (the binomial tail; p < ``P_VALUE_THRESHOLD`` needs 15 or 16)."""
         if key_id(key) != self.key_id:
             raise ValueError(f"this decoder was fitted for key {self.key_id}, not {key_id(key)}")
-        bits = (self.scores(np.asarray(image)[None])[0] > 0).astype(np.int8)
-        matches = int(np.sum(bits[:HEADER_BITS] == header_bits(key)))
-        p_value = float(scipy.special.bdtrc(matches - 1, HEADER_BITS, 0.5)) if matches else 1.0
+        matches = np.sum((scores[:, :HEADER_BITS] > 0) == (header_bits(key) > 0), axis=1)
+        return scipy.special.bdtrc(matches - 1, HEADER_BITS, 0.5), matches
+
+    def detected(self, images, key: str = DEFAULT_KEY) -> np.ndarray:
+        """bool ``[N]``: which uint8 images (of any sizes) carry the generator mark of ``key``."""
+        p_values, _ = self.header_p_values(self.scores(images), key)
+        return p_values < P_VALUE_THRESHOLD
+
+    def detect(self, image: np.ndarray, key: str = DEFAULT_KEY) -> Detection:
+        """Whether one uint8 image carries the generator mark of ``key`` (`header_p_values`).
+        ``score`` is the number of header bits matched."""
+        scores = self.scores(np.asarray(image)[None])
+        p_values, matches = self.header_p_values(scores, key)
+        p_value, bits = float(p_values[0]), (scores[0] > 0).astype(np.int8)
         h, w = np.asarray(image).shape[:2]
         name = "as is" if (h, w) == self.shape else f"resized from {h}x{w}"
         return Detection(
-            p_value < P_VALUE_THRESHOLD, p_value, float(matches), bits[HEADER_BITS:], name, 1
+            p_value < P_VALUE_THRESHOLD, p_value, float(matches[0]), bits[HEADER_BITS:], name, 1
         )
 
     def save(self, path) -> None:

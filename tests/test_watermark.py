@@ -140,7 +140,9 @@ def test_subspace_decoder_against_a_float64_reference(digits28):
     # Unseen real images: every bit a fair coin, and (almost) never a false detection.
     bits = decoder.scores(test) > 0
     assert np.all(np.abs(bits.mean(0) - 0.5) < 0.2)
-    assert np.mean([decoder.detect(x).marked for x in test]) <= 0.01
+    one_by_one = np.array([decoder.detect(x).marked for x in test])
+    assert np.mean(one_by_one) <= 0.01
+    np.testing.assert_array_equal(decoder.detected(test), one_by_one)  # the batched path
     # Another key: other directions.
     other = wm.fit_decoder(train[:1000], "another key")
     assert np.abs(other.directions @ decoder.directions.T).max() < 0.9
