@@ -59,10 +59,16 @@ def _config(args):
         module = importlib.import_module(f"experiments.{args.experiment}")
     except ModuleNotFoundError as err:
         cli.fail(f"--experiment={args.experiment}: {err}")
-    config = module.get_config()
+    config = apply_sets(module.get_config(), args.set)
     config.train.steps = args.steps
     config.train.progress = True
-    for item in args.set:
+    return config
+
+
+def apply_sets(config, items):
+    """``config`` with the ``--set`` overrides ``section.key=value`` applied (the value
+    converted to the key's type); a one-line failure for a key the config lacks."""
+    for item in items:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
         if not value or section not in config or name not in config[section]:

@@ -9,6 +9,10 @@ prints one JSON line on stdout:
     {"impl": "torch", "torch": "2.13.0+cpu", "model": "dcgan", "batch": 64, "device": "cpu",
      "threads": 2, "img_per_s": ..., "ms_per_step": ..., "steps": 30, "compile": false}
 
+With `--train_minutes=2,5,10,20 --data=IMAGES.npy --out=DIR` it instead trains the DCGAN on
+real images for that wall-clock budget and writes 10k samples at each mark (see
+`train_for_minutes`; benchmarks/quality_per_minute.py runs it and scores the samples).
+
 It needs only torch (it runs under a separate interpreter, e.g. one holding the CPU build of
 torch, and does not import genimg). The flags use the project's underscore names.
 
@@ -57,10 +61,13 @@ The iterations:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import pathlib
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -218,6 +225,73 @@ def vae_iteration(vae: nn.Module, compile_: bool):
     return iteration
 
 
+def _to_uint8(images) -> np.ndarray:
+    """Generator outputs in [-1, 1], NCHW -> uint8 NHWC, as genimg writes samples."""
+    unit = (images.clamp(-1.0, 1.0) + 1.0) / 2.0
+    return np.round(unit.permute(0, 2, 3, 1).cpu().numpy() * 255.0).astype(np.uint8)
+
+
+@torch.no_grad()
+def draw_samples(g: nn.Module, num: int, batch_size: int, batch_norm: str, seed: int = 0):
+    """`num` samples of a copy of `g`, uint8 NHWC; `batch_norm` "eval" uses the running
+    statistics, "train" the statistics of each sampled batch (the copy's running statistics
+    absorb that; `g` is untouched)."""
+    net = copy.deepcopy(g).train(batch_norm == "train")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, num, batch_size):
+        z = torch.randn(min(batch_size, num - start), Z_GAN, generator=gen)
+        out.append(_to_uint8(net(z)))
+    return np.concatenate(out)
+
+
+def train_for_minutes(args) -> list[dict]:
+    """The DCGAN iteration on real images for a wall-clock budget, samples at each mark.
+
+    The images (`--data`, a .npy of uint8 [N, 28, 28] or [N, 28, 28, 1]) are scaled to
+    [-1, 1] and shuffled every epoch (batches of `--batch_size`, the last partial batch
+    dropped). The clock starts before the data is read and stops while samples are drawn: at
+    the first iteration past each mark of `--train_minutes`, `--num_samples` images of G with
+    each batch-norm mode are written to `--out`/torch_<M>min_<mode>.npz (key "images").
+    Returns one record per mark."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    marks = sorted(float(m) for m in args.train_minutes.split(","))
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = time.perf_counter()
+    images = np.load(args.data)
+    data = torch.from_numpy(images.reshape(-1, 1, 28, 28)).float().div_(127.5).sub_(1.0)
+    nets = networks("dcgan")
+    g, d = nets["g"].train(), nets["d"].train()
+    iteration = gan_iteration(g, d, args.batch_size, torch.device("cpu"), args.compile)
+    per_epoch = len(data) // args.batch_size
+    step, order, records = 0, None, []
+    while marks:
+        if step % per_epoch == 0:
+            order = torch.randperm(len(data))
+        pick = order[(step % per_epoch) * args.batch_size :][: args.batch_size]
+        iteration(data[pick])
+        step += 1
+        elapsed = time.perf_counter() - clock
+        if elapsed < 60.0 * marks[0]:
+            continue
+        paused = time.perf_counter()
+        minutes = marks.pop(0)
+        files = {}
+        for mode in ("eval", "train"):
+            path = out / f"torch_{minutes:g}min_{mode}.npz"
+            np.savez(path, images=draw_samples(g, args.num_samples, 500, mode))
+            files[mode] = str(path)
+        record = {"impl": "torch", "torch": torch.__version__, "minutes": minutes,
+                  "train_s": round(elapsed, 1), "steps": step,
+                  "images_seen": step * args.batch_size, "files": files}  # fmt: skip
+        print(json.dumps(record), flush=True)
+        records.append(record)
+        clock += time.perf_counter() - paused  # sampling is not training time
+    return records
+
+
 def benchmark(args) -> dict:
     """Build, warm up and time `args.model`; returns the JSON record."""
     torch.set_num_threads(args.threads)
@@ -284,11 +358,26 @@ def parse_args(argv=None):
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    return parser.parse_args(argv)
+    train = parser.add_argument_group(
+        "training for a wall-clock budget (dcgan on real images; see train_for_minutes)"
+    )
+    train.add_argument("--train_minutes", help="comma-separated marks, e.g. 2,5,10,20")
+    train.add_argument("--data", help=".npy of uint8 training images [N, 28, 28(, 1)]")
+    train.add_argument("--out", help="folder for the samples at each mark")
+    train.add_argument("--num_samples", type=positive_int, default=10000)
+    train.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.train_minutes and not (args.data and args.out and args.model == "dcgan"):
+        parser.error("--train_minutes needs --data and --out, and --model=dcgan")
+    return args
 
 
 def main(argv=None) -> None:
-    print(json.dumps(benchmark(parse_args(argv))))
+    args = parse_args(argv)
+    if args.train_minutes:
+        train_for_minutes(args)  # prints one JSON line per mark
+    else:
+        print(json.dumps(benchmark(args)))
 
 
 if __name__ == "__main__":

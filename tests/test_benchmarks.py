@@ -24,6 +24,8 @@ CLI_SCRIPTS = [
     "ab.py",
     "loop_overhead.py",
     "accelerator_check.py",
+    "quality_per_minute.py",
+    "op_profile.py",
 ]
 
 
@@ -152,6 +154,89 @@ def test_torch_peer_prints_one_record():
     assert record["impl"] == "torch" and record["model"] == "mlpgan"
     assert record["batch"] == 8 and record["steps"] == 2 and record["threads"] == 1
     assert record["img_per_s"] > 0 and record["compile"] is False
+
+
+def test_torch_peer_trains_for_a_budget_and_writes_samples_at_each_mark(tmp_path):
+    ref.require("torch")
+    import numpy as np
+
+    data = tmp_path / "images.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (130, 28, 28), dtype=np.uint8))
+    out = _run(
+        ["benchmarks/torch_peer.py", "--model=dcgan", "--train_minutes=0.002,0.001"]
+        + [f"--data={data}", f"--out={tmp_path / 'out'}", "--num_samples=5", "--threads=1"],
+        timeout=120,
+    )
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["minutes"] for r in records] == [0.001, 0.002]
+    assert 1 <= records[0]["steps"] < records[1]["steps"]
+    assert records[1]["images_seen"] == 64 * records[1]["steps"]
+    for record in records:
+        assert record["train_s"] >= 60 * record["minutes"]
+        for mode in ("eval", "train"):
+            with np.load(record["files"][mode]) as f:
+                images = f["images"]
+            assert images.shape == (5, 28, 28, 1) and images.dtype == np.uint8
+    bad = _run(["benchmarks/torch_peer.py", "--train_minutes=1"], timeout=120, check=False)
+    assert bad.returncode == 2 and "--train_minutes needs --data and --out" in bad.stderr
+
+
+def test_quality_per_minute_snapshots_table_and_plot(tmp_path):
+    import time
+    import types
+
+    import numpy as np
+
+    qpm = _load("quality_per_minute")
+    snaps = qpm.Snapshots([1.0, 2.0], clock=time.perf_counter() - 90.0)  # 1.5 minutes ago
+    ctx = types.SimpleNamespace(step=7, state={"w": jax.numpy.ones(3)})
+    snaps(ctx)
+    snaps(ctx)  # still before the 2-minute mark
+    assert [(s["minutes"], s["step"]) for s in snaps.taken] == [(1.0, 7)]
+    assert isinstance(snaps.taken[0]["state"]["w"], np.ndarray)  # a host copy
+    snaps.clock -= 60.0
+    snaps(types.SimpleNamespace(step=9, state={}))
+    assert [s["step"] for s in snaps.taken] == [7, 9] and not snaps.marks
+
+    rows = [
+        {"impl": impl, "sampling": mode, "minutes": m, "step": int(10 * m), "fid": fid / m,
+         **dict.fromkeys(("kid", "precision", "recall", "density", "coverage"), 0.5)}
+        for impl, mode, fid in (("genimg", "ema", 40.0), ("torch", "batch norm eval", 90.0))
+        for m in (2.0, 5.0)
+    ]  # fmt: skip
+    lines = qpm.table(rows).splitlines()
+    assert len(lines) == 5 and lines[0].split()[:3] == ["side", "sampling", "min"]
+    assert lines[1].split()[:4] == ["genimg", "ema", "2", "20"]
+    picture = tmp_path / "docs" / "fid.png"
+    qpm.plot(rows, str(picture))
+    from PIL import Image
+
+    assert Image.open(picture).size == (600, 400)
+
+
+def test_op_profile_sorts_ops_into_kinds():
+    prof = _load("op_profile")
+    hlo = (
+        "  %multiply_add_fusion.3 = f32[8]{0} fusion(%a), kind=kLoop, calls=%c, "
+        'metadata={op_name="jit(train_step)/add" stack_frame_id=3}\n'
+        "  ROOT %add_fusion.1 = f32[8]{0} fusion(%b), kind=kLoop, calls=%d, metadata={op_name="
+        '"jit(train_step)/transpose(jvp(DCGANGenerator))/BatchNorm_1/mul"}\n'
+        "  %copy.2 = f32[8]{0} copy(%a)\n"
+    )
+    names = prof.op_names(hlo)
+    assert names == {
+        "multiply_add_fusion.3": "jit(train_step)/add",
+        "add_fusion.1": "jit(train_step)/transpose(jvp(DCGANGenerator))/BatchNorm_1/mul",
+    }
+    kinds = {op: prof.our_kind(op.split(".")[0], names.get(op, "")) for op in names}
+    assert kinds == {"multiply_add_fusion.3": "outside the networks", "add_fusion.1": "batch norm"}
+    assert prof.our_kind("ffi_call", "") == "convolution"
+    assert prof.our_kind("copy", "") == "layout copy"
+    mod = "jit(train_step)/jvp(DCGANDiscriminator)/Conv_0/add"
+    assert prof.our_kind("add_fusion", mod) == "other"
+    assert prof.torch_kind("aten::convolution_backward", []) == "convolution"
+    assert prof.torch_kind("aten::mul_", ["Optimizer.step#Adam.step"]) == "outside the networks"
+    assert prof.torch_kind("aten::mul", ["aten::leaky_relu"]) == "other"
 
 
 def test_torch_peer_takes_the_new_flag_names_and_needs_only_torch():

@@ -71,3 +71,23 @@ def test_non_finite_stops_without_saving(tmp_path):
     assert message.startswith("non-finite d_param_norm=nan at step 1;"), message
     assert "no checkpoint was saved" in message
     assert not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_a_wall_clock_budget_ends_the_run_like_its_last_step(tmp_path):
+    # A budget shorter than the compile: the run stops after its first step, with the final
+    # grid and checkpoint of a finished run; the same command then resumes for one more step.
+    config = _config(1000, max_minutes=1e-6)
+    state = train_from_config(config, tmp_path)
+    assert int(state.step) == 1
+    assert (tmp_path / "samples" / "step_0000001.png").is_file()
+    assert ckpt.finished_steps(tmp_path) == [1]
+    assert int(train_from_config(config, tmp_path).step) == 2
+    assert ckpt.finished_steps(tmp_path) == [1, 2]
+
+
+def test_a_negative_budget_is_a_config_error(tmp_path):
+    from genimg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.max_minutes must be >= 0"):
+        train_from_config(_config(4, max_minutes=-1.0), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()

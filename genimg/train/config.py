@@ -36,6 +36,10 @@ def train_block(**overrides) -> ConfigDict:
     """Every key the loop reads, with the defaults ``overrides`` does not replace."""
     block = ConfigDict()
     block.steps = 2000
+    # Wall-clock budget in minutes (0 = none), counted from the start of this process's
+    # training (compile included): the run ends after the first step past it as if
+    # train.steps were reached (final grid, callbacks, checkpoint); rerunning resumes.
+    block.max_minutes = 0.0
     block.batch_size = 64  # global, split over the devices
     block.seed = 0
     block.num_devices = 0  # 0 = all local devices

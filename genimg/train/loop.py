@@ -283,6 +283,13 @@ def _check_train_config(tc) -> None:
     for key in ("steps", "log_every", "checkpoint_every"):
         if tc[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {tc[key]}")
+    if tc.max_minutes < 0:
+        raise ConfigError(f"train.max_minutes must be >= 0 (0 = no budget), got {tc.max_minutes}")
+    if tc.max_minutes and jax.process_count() > 1:
+        raise ConfigError(
+            "train.max_minutes needs a single process: processes would stop at different "
+            "steps; set train.steps instead"
+        )
 
 
 def scale_learning_rates(config, scale: float):
@@ -407,6 +414,7 @@ class _Trainer:
 
     def run(self):
         tc, workdir = self.tc, self.workdir
+        self.t_start, self.out_of_time = time.perf_counter(), False
         # Read-only checks first: a resumed run with another model or data fails at once.
         self.changes = {}
         if ckpt.finished_steps(workdir):
@@ -492,7 +500,7 @@ class _Trainer:
         self.t_log, self.steps_since_log = time.perf_counter(), 0
         step = start
         try:
-            while step < tc.steps:
+            while step < tc.steps and not self.out_of_time:
                 batch = self.data.batch(self.rollbacks.batch_index(step))
                 self.state, metrics = self.step_fn(self.state, batch, self.step_rng)
                 step += 1
@@ -526,7 +534,7 @@ class _Trainer:
 
     def _after_step(self, done: int) -> None:
         tc = self.tc
-        is_last = done == tc.steps
+        is_last = done == tc.steps or self._time_up(done)
         save_now = is_last or done % tc.checkpoint_every == 0
         if save_now or done % tc.log_every == 0:
             logged = self._flush()
@@ -539,6 +547,16 @@ class _Trainer:
             self._run_callbacks(done, is_last)
         if save_now:
             self._save(done)
+
+    def _time_up(self, done: int) -> bool:
+        """Whether ``train.max_minutes`` has passed (logged once, when it has)."""
+        budget = self.tc.max_minutes
+        if not budget or time.perf_counter() - self.t_start < 60 * budget:
+            return False
+        self.out_of_time = True
+        log.info("train.max_minutes=%g reached after step %d of %d; rerun the same command to "
+                 "train for another %g minutes", budget, done, self.tc.steps, budget)  # fmt: skip
+        return True
 
     def _flush(self, log_it: bool = True) -> dict:
         """Fetch queued metrics, stop on non-finite ones, log the newest (if ``log_it``)."""

@@ -46,6 +46,7 @@ CONFIG_CHANGES_FILE = "config_changes.jsonl"  # one line per resume that changed
 # error.
 RESUMABLE_KEYS = (
     "train.steps",
+    "train.max_minutes",
     "train.log_every",
     "train.log_norms",
     "train.checkpoint_every",
@@ -338,7 +339,8 @@ def check_resume(workdir, record: Mapping, run_info: Mapping) -> dict[str, tuple
         raise ConfigError(
             f"this config differs from the one the run in {workdir} was started with "
             f"({CONFIG_FILE}): {', '.join(shown)}{more}; these cannot change on resume "
-            "(only train.steps, the log/sample/checkpoint intervals and eval settings can): "
+            "(only train.steps, train.max_minutes, the log/sample/checkpoint intervals and "
+            "eval settings can): "
             "rerun with the recorded values or use a new --workdir"
         )
     return changes
