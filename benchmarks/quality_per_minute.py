@@ -164,7 +164,8 @@ def table(records: list[dict]) -> str:
 
 
 def plot(records: list[dict], path: str) -> None:
-    """Domain-FID (log scale) against training minutes, one line per side and sampling."""
+    """Domain-FID (log scale) against training minutes, one line per side and sampling (or per
+    record's ``label``, where one is given)."""
     import matplotlib  # noqa: PLC0415
     import matplotlib.ticker  # noqa: PLC0415
 
@@ -174,7 +175,10 @@ def plot(records: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     lines: dict[str, list] = {}
     for r in sorted(records, key=lambda r: r["minutes"]):
-        lines.setdefault(f"{r['impl']} ({r['sampling']})", []).append((r["minutes"], r["fid"]))
+        label = r.get("label") or (
+            f"{r['impl']} ({r['sampling']})" + "".join(f" {s}" for s in r.get("set", []))
+        )
+        lines.setdefault(label, []).append((r["minutes"], r["fid"]))
     for label, points in sorted(lines.items()):
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, marker="o", label=label)

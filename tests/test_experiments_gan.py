@@ -36,6 +36,16 @@ def rgb_npz(tmp_path_factory):
     return path
 
 
+def test_dcgan_fast_preset_is_the_measured_recipe_and_composes():
+    from experiments import dcgan
+
+    fast = dcgan.get_config("fast")
+    assert (fast.model.g_width, fast.model.d_width, fast.optim.g_lr) == (32, 32, 4e-4)
+    assert (fast.optim.d_lr, fast.model.loss, fast.train.steps) == (4e-4, "hinge", 6000)
+    both = dcgan.get_config("fast,tiny")  # presets apply left to right
+    assert both.model.g_width == dcgan.get_config("tiny").model.g_width == 8
+
+
 def test_dcgan_tiny_then_sample(tmp_path):
     workdir = tmp_path / "run"
     result = _run(
