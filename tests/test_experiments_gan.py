@@ -122,7 +122,7 @@ def test_bad_input_gives_one_line_errors(tmp_path):
     assert "DCGAN image size 18 is not supported" in line
     assert not (tmp_path / "w").exists()  # nothing written for a config that cannot work
     line = _error_line(_run(*base, "--config=experiments/dcgan.py:tiny,huge"))
-    assert "unknown preset 'huge'; this experiment has tiny" in line
+    assert "unknown preset 'huge'; this experiment has fast, tiny" in line
     line = _error_line(_run(*base, "--config.data.source=digits", "--config.optim.g_lr=nan"))
     assert "non-finite g_param_norm=nan at step 1" in line
     assert not (tmp_path / "w" / "checkpoints" / "2").exists()  # nothing saved from a NaN state

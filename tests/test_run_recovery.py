@@ -369,7 +369,7 @@ def test_a_failing_save_is_one_error_and_earlier_checkpoints_stay(tmp_path, monk
 FULL_DISK_SCRIPT = """
 set -u
 mount -t tmpfs -o size=1800k tmpfs "$1" || exit 77
-run() { python -m experiments.dcgan --workdir="$1/run" --config=experiments/dcgan.py:tiny \
+run() { "$PYTHON" -m experiments.dcgan --workdir="$1/run" --config=experiments/dcgan.py:tiny \
   --config.data.source="npz:$2/images.npz" --config.train.steps=12 2>"$2/$3.err"; \
   echo $? > "$2/$3.rc"; }
 run "$1" "$2" full
@@ -393,6 +393,7 @@ def test_a_real_full_and_read_only_file_system(tmp_path):
     result = subprocess.run(
         [*namespace, "sh", "-c", FULL_DISK_SCRIPT, "sh", str(mountpoint), str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHON=sys.executable),  # this interpreter, venv active or not
     )  # fmt: skip
     if result.returncode == 77 or "unshare failed" in result.stderr:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()[:200]}")
