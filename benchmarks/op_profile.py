@@ -14,8 +14,9 @@ the trace records (`hlo_op` in the event's arguments: a fusion, a oneDNN custom 
 `ffi_call`, a YNNPACK fusion, a `copy`, ...) is one op. Torch: `torch.profiler.profile` over
 the peer's iterations; an op is an aten operator's self time (its own work, without the
 operators it calls). Each side's op times are summed per kind (`KINDS`: convolutions,
-matmuls, batch norm, outside the networks, layout copies, other elementwise work) and divided by the
-number of steps, next to the wall time per step measured outside the profiler. "outside the
+matmuls, batch norm, outside the networks, layout copies, other elementwise work and
+reductions) and divided by the number of steps, next to the wall time per step measured
+outside the profiler. "outside the
 networks" is the optimizer update, the losses and the noise draws (ours: ops whose jax op_name
 names no flax module; torch: everything under `Optimizer.step`, plus the noise and the
 loss). Op times are busy time: two ops running at once on the two cores both count, so a
@@ -53,7 +54,8 @@ def our_kind(op: str, op_name: str) -> str:
     noise do not)."""
     if re.match(r"(ffi_call|custom-call|convolution)", op):
         return "convolution"
-    if re.match(r"(dot|ynn_fusion)", op):
+    # YNNPACK fusions hold dots and reductions (batch-norm statistics, bias gradients).
+    if op.startswith("dot") or (op.startswith("ynn_fusion") and "dot_general" in op_name):
         return "matmul"
     if re.match(r"(copy|transpose|bitcast)", op):
         return "layout copy"

@@ -231,6 +231,11 @@ def test_op_profile_sorts_ops_into_kinds():
     kinds = {op: prof.our_kind(op.split(".")[0], names.get(op, "")) for op in names}
     assert kinds == {"multiply_add_fusion.3": "outside the networks", "add_fusion.1": "batch norm"}
     assert prof.our_kind("ffi_call", "") == "convolution"
+    assert prof.our_kind("ynn_fusion", "jit(train_step)/DCGANGenerator/Dense_0/dot_general") == (
+        "matmul"
+    )
+    bn_stats = "jit(train_step)/DCGANGenerator/BatchNorm_0/reduce_sum"
+    assert prof.our_kind("ynn_fusion", bn_stats) == "batch norm"
     assert prof.our_kind("copy", "") == "layout copy"
     mod = "jit(train_step)/jvp(DCGANDiscriminator)/Conv_0/add"
     assert prof.our_kind("add_fusion", mod) == "other"
