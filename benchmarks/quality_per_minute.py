@@ -127,7 +127,8 @@ def train_torch(args, marks, folder: pathlib.Path) -> list[dict]:
     out = subprocess.run(cmd, capture_output=True, text=True)
     images.unlink()
     if out.returncode:
-        cli.fail(f"torch peer failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        cli.fail(f"torch peer under {args.torch_python} failed (exit {out.returncode}): {last}")
     records = []
     for line in out.stdout.splitlines():
         peer = json.loads(line)
@@ -199,7 +200,7 @@ def plot(records: list[dict], path: str) -> None:
 
 
 def define_flags():
-    cli.define_string("extractor", None, "Feature network, e.g. domain:runs/classifier.", True)
+    cli.define_string("extractor", None, "Feature network, e.g. domain:runs/classifier.")
     cli.define_list("minutes", ["2", "5", "10", "20"], "Wall-clock marks, in minutes.")
     cli.define_list("sides", list(SIDES), f"Which to train, of {', '.join(SIDES)}.")
     cli.define_string("torch_python", sys.executable, "Python that runs the torch peer.")
@@ -218,6 +219,8 @@ def main(args):
         records = [r for path in args.replot for r in json.loads(pathlib.Path(path).read_text())]
         plot(records, args.plot)
         return
+    if not args.extractor:
+        cli.fail("--extractor is required, e.g. --extractor=domain:runs/classifier")
     marks = parse_marks(args.minutes)
     unknown = [s for s in args.sides if s not in SIDES]
     if unknown or not args.sides:
