@@ -134,17 +134,7 @@ def profile_torch(args) -> tuple[dict[str, tuple[str, float]], float]:
     import torch  # noqa: PLC0415
     import torch_peer  # noqa: PLC0415
 
-    torch.manual_seed(0)
-    nets = {k: v.train() for k, v in torch_peer.networks(args.model).items()}
-    if args.model == "convvae":
-        iteration = torch_peer.vae_iteration(nets["vae"], False)
-        real = torch.rand(args.batch_size, *torch_peer.IMAGE)
-    else:
-        cpu = torch.device("cpu")
-        iteration = torch_peer.gan_iteration(nets["g"], nets["d"], args.batch_size, cpu, False)
-        real = torch.rand(args.batch_size, *torch_peer.IMAGE) * 2.0 - 1.0
-        if args.model == "mlpgan":
-            real = (real + 1.0) / 2.0
+    iteration, real = torch_peer.build(args.model, args.batch_size, torch.device("cpu"))
     for _ in range(args.warmup):
         iteration(real)
     start = time.perf_counter()
@@ -195,9 +185,7 @@ def main(args):
             "wall_ms_per_step": round(wall_ms, 2),
             **summarise(ops, args.steps, args.top),
         }
-    record |= {
-        "load_avg": [round(x, 2) for x in os.getloadavg()],
-    }
+    record["load_avg"] = [round(x, 2) for x in os.getloadavg()]
     lines = [f"{'ms per step':22s} {'genimg':>8s} {'torch':>8s}"]
     for kind in KINDS:
         lines.append(f"{kind:22s} {record['genimg']['kinds_ms'][kind]:8.2f} "

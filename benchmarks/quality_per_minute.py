@@ -138,12 +138,14 @@ def train_torch(args, marks, folder: pathlib.Path) -> list[dict]:
     return records
 
 
-def score(records: list[dict], extractor: str, num_samples: int) -> None:
+def score(records: list[dict], spec: str, num_samples: int) -> None:
     """Adds the sample-quality numbers of each record's file to it."""
     import numpy as np  # noqa: PLC0415
 
+    from genimg.metrics import extractors  # noqa: PLC0415
     from genimg.metrics.sample_quality import sample_quality  # noqa: PLC0415
 
+    extractor = extractors.make_extractor(spec)  # loaded once for every record
     for record in records:
         with np.load(record["file"]) as f:
             fakes = f["images"][:num_samples]

@@ -292,20 +292,26 @@ def train_for_minutes(args) -> list[dict]:
     return records
 
 
+def build(model: str, batch_size: int, device, compile_: bool = False):
+    """(iteration, real): the training iteration of `model` (seeded networks) and the fixed
+    synthetic batch it is timed on."""
+    torch.manual_seed(0)
+    nets = {k: v.to(device).train() for k, v in networks(model).items()}
+    if model == "convvae":
+        iteration = vae_iteration(nets["vae"], compile_)
+    else:
+        iteration = gan_iteration(nets["g"], nets["d"], batch_size, device, compile_)
+    real = torch.rand(batch_size, *IMAGE, device=device) * 2.0 - 1.0  # uniform [-1, 1]
+    if model != "dcgan":  # the sigmoid / Bernoulli models see pixels in [0, 1]
+        real = (real + 1.0) / 2.0
+    return iteration, real
+
+
 def benchmark(args) -> dict:
     """Build, warm up and time `args.model`; returns the JSON record."""
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     device = torch.device(args.device)
-    nets = {k: v.to(device).train() for k, v in networks(args.model).items()}
-
-    if args.model == "convvae":
-        iteration = vae_iteration(nets["vae"], args.compile)
-    else:
-        iteration = gan_iteration(nets["g"], nets["d"], args.batch_size, device, args.compile)
-    real = torch.rand(args.batch_size, *IMAGE, device=device) * 2.0 - 1.0  # uniform [-1, 1]
-    if args.model != "dcgan":  # the sigmoid / Bernoulli models see pixels in [0, 1]
-        real = (real + 1.0) / 2.0
+    iteration, real = build(args.model, args.batch_size, device, args.compile)
 
     def synchronize():
         if device.type == "cuda":
