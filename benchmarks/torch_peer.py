@@ -266,6 +266,11 @@ def train_for_minutes(args) -> list[dict]:
     g, d = nets["g"].train(), nets["d"].train()
     iteration = gan_iteration(g, d, args.batch_size, torch.device("cpu"), args.compile)
     per_epoch = len(data) // args.batch_size
+    if not per_epoch:
+        raise SystemExit(
+            f"error: --data holds {len(data)} images, fewer than one batch of "
+            f"{args.batch_size}: give more images or a smaller --batch_size"
+        )
     step, order, records = 0, None, []
     while marks:
         if step % per_epoch == 0:
