@@ -54,12 +54,22 @@ PIECES = {
 }
 
 
-def _config(args):
+def experiment_config(spec: str):
+    """The config of ``--experiment=name[:presets]`` (e.g. ``dcgan:classic``), as
+    ``python -m experiments.name --config=experiments/name.py:presets`` builds it."""
+    name, _, presets = spec.partition(":")
     try:
-        module = importlib.import_module(f"experiments.{args.experiment}")
+        module = importlib.import_module(f"experiments.{name}")
     except ModuleNotFoundError as err:
-        cli.fail(f"--experiment={args.experiment}: {err}")
-    config = apply_sets(module.get_config(), args.set)
+        cli.fail(f"--experiment={spec}: {err}")
+    try:
+        return module.get_config(presets or None)
+    except ValueError as err:
+        cli.fail(f"--experiment={spec}: {err}")
+
+
+def _config(args):
+    config = apply_sets(experiment_config(args.experiment), args.set)
     config.train.steps = args.steps
     config.train.progress = True
     return config
@@ -170,7 +180,7 @@ def run(args) -> dict:
 
 
 def define_flags():
-    cli.define_string("experiment", "dcgan", "Module under experiments/.")
+    cli.define_string("experiment", "dcgan", "Module under experiments/ [:presets].")
     cli.define_integer("steps", 550, "Loop steps (past step 500's saves).", lower_bound=1)
     cli.define_integer("bare_steps", 60, "Timed calls of the bare step.", lower_bound=1)
     cli.define_enum("data", "synthetic", ["synthetic", "real"], "Training images.")

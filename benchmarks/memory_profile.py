@@ -18,13 +18,16 @@ the resident size only grows and each phase's increase is what it added.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from loop_overhead import experiment_config  # noqa: E402  (benchmarks/, this file's folder)
 
 from genimg import cli, platform  # noqa: E402  (repo root on sys.path first)
 
@@ -51,12 +54,11 @@ def run(args) -> dict:
 
     jax.devices()
     mark("python + jax backend")
-    module = importlib.import_module(f"experiments.{args.experiment}")
+    config = experiment_config(args.experiment)
     from genimg import data as data_lib
     from genimg.train import loop
 
     mark("imports (experiment, genimg)")
-    config = module.get_config()
     config.train.update(
         steps=args.steps,
         sample_every=max(1, args.steps // 2),
@@ -89,7 +91,7 @@ def run(args) -> dict:
 
 
 def define_flags():
-    cli.define_string("experiment", "dcgan", "Module under experiments/.")
+    cli.define_string("experiment", "dcgan", "Module under experiments/ [:presets].")
     cli.define_integer("steps", 60, "Training steps.", lower_bound=2)
     cli.define_integer("mark_every", 10, "Steps between two readings.", lower_bound=1)
 

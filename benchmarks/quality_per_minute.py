@@ -1,22 +1,23 @@
-"""Sample quality per CPU-minute: the default DCGAN experiment against the PyTorch peer's DCGAN,
-each trained on the same Fashion-MNIST images for the same wall-clock budget.
+"""Sample quality per CPU-minute: the DCGAN experiment (default or `--preset`) against the
+PyTorch peer's DCGAN, each trained on the same Fashion-MNIST images for the same wall-clock
+budget.
 
 Run from the repository root (the domain classifier comes from
 `python -m experiments.classifier --workdir=runs/classifier`):
 
     python benchmarks/quality_per_minute.py --extractor=domain:runs/classifier \\
         [--minutes=2,5,10,20] [--sides=genimg,torch] [--torch_python=PY] \\
-        [--set=optim.g_lr=2e-4,model.ema_decay=0.99] [--name=default] \\
+        [--preset=classic] [--set=optim.g_lr=2e-4,model.ema_decay=0.99] [--name=default] \\
         [--out=runs/quality_per_minute] [--num_samples=10000] [--plot=docs/PNG]
 
 What is timed. Each side trains once, for the largest budget of `--minutes`, and keeps its
 generator at the first step past every mark; the clock starts before the training images are
 read, so it includes data loading and (for genimg) compilation: what a user waits for.
-- genimg: `experiments.dcgan.get_config()` with the `--set` overrides, run in this process by
-  the experiment's own loop (`train_from_config`: logging, sample grids and checkpoints at
-  their default intervals) with `train.max_minutes` as the budget. At each mark the whole state
-  is copied to the host (a few ms); the samples are drawn after training, from the EMA
-  generator as `python -m genimg.sample` draws them.
+- genimg: `experiments.dcgan.get_config(--preset)` with the `--set` overrides, run in this
+  process by the experiment's own loop (`train_from_config`: logging, sample grids and
+  checkpoints at their default intervals) with `train.max_minutes` as the budget. At each mark
+  the whole state is copied to the host (a few ms); the samples are drawn after training, from
+  the EMA generator as `python -m genimg.sample` draws them.
 - torch: `benchmarks/torch_peer.py --train_minutes=...` under `--torch_python` (the peer's
   DCGAN and iteration, same batch size, the images shuffled per epoch); its clock pauses while
   it writes samples, with batch norm both in eval mode (running statistics) and in train mode
@@ -45,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from loop_overhead import apply_sets  # noqa: E402  (benchmarks/, this file's folder)
+from loop_overhead import apply_sets, experiment_config  # noqa: E402  (benchmarks/, this file's folder)
 
 from genimg import cli  # noqa: E402  (repo root on sys.path first)
 
@@ -84,7 +85,6 @@ class Snapshots:
 
 def train_genimg(args, marks, folder: pathlib.Path) -> list[dict]:
     """The default DCGAN experiment for ``max(marks)`` minutes; its samples at every mark."""
-    from experiments import dcgan  # noqa: PLC0415
     from genimg import images as images_lib  # noqa: PLC0415
     from genimg import synthesis  # noqa: PLC0415
     from genimg.train import checkpoint as ckpt  # noqa: PLC0415
@@ -93,7 +93,7 @@ def train_genimg(args, marks, folder: pathlib.Path) -> list[dict]:
     workdir = folder / "genimg_run"
     if ckpt.finished_steps(workdir):
         cli.fail(f"{workdir} holds an earlier run; give another --name or --out (cold start)")
-    config = apply_sets(dcgan.get_config(), args.set)
+    config = apply_sets(experiment_config(f"dcgan:{args.preset}"), args.set)
     config.train.steps = 10**9
     config.train.max_minutes = max(marks)
     config.train.progress = False
@@ -206,6 +206,7 @@ def define_flags():
     cli.define_list("minutes", ["2", "5", "10", "20"], "Wall-clock marks, in minutes.")
     cli.define_list("sides", list(SIDES), f"Which to train, of {', '.join(SIDES)}.")
     cli.define_string("torch_python", sys.executable, "Python that runs the torch peer.")
+    cli.define_string("preset", "", "Presets of experiments/dcgan.py for genimg, e.g. classic.")
     cli.define_list("set", [], "genimg config overrides, e.g. optim.g_lr=2e-4,model.ema_decay=0.9.")
     cli.define_string("name", "default", "Name of this comparison (a folder under --out).")
     cli.define_string("out", "runs/quality_per_minute", "Folder for samples and results.")

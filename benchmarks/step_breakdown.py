@@ -25,14 +25,17 @@ round. `sample_grid` is the jitted `family.sample` of the loop's sample grid
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from loop_overhead import experiment_config  # noqa: E402  (benchmarks/, this file's folder)
 
 from genimg import cli, platform  # noqa: E402  (repo root on sys.path first)
 
@@ -48,7 +51,7 @@ VARIANTS = {
 
 
 def _config(experiment: str, batch: int, overrides: dict):
-    config = importlib.import_module(f"experiments.{experiment}").get_config()
+    config = experiment_config(experiment)
     config.train.batch_size = batch
     for key, value in overrides.items():
         section, _, name = key.partition(".")
@@ -135,7 +138,7 @@ def run(args) -> dict:
 
 
 def define_flags():
-    cli.define_string("experiment", "dcgan", "Module under experiments/.")
+    cli.define_string("experiment", "dcgan", "Module under experiments/ [:presets].")
     cli.batch_size_flag(64, "Images per step.")
     cli.define_integer("steps", 10, "Timed steps per variant and round.", lower_bound=1)
     cli.define_integer("rounds", 3, "Interleaved rounds.", lower_bound=1)

@@ -36,14 +36,19 @@ def rgb_npz(tmp_path_factory):
     return path
 
 
-def test_dcgan_fast_preset_is_the_measured_recipe_and_composes():
+def test_dcgan_default_is_the_measured_recipe_and_classic_is_one_preset_away():
     from experiments import dcgan
 
-    fast = dcgan.get_config("fast")
-    assert (fast.model.g_width, fast.model.d_width, fast.optim.g_lr) == (32, 32, 4e-4)
-    assert (fast.optim.d_lr, fast.model.loss, fast.train.steps) == (4e-4, "hinge", 6000)
-    both = dcgan.get_config("fast,tiny")  # presets apply left to right
+    default = dcgan.get_config()
+    assert (default.model.g_width, default.model.d_width, default.optim.g_lr) == (32, 32, 4e-4)
+    assert (default.optim.d_lr, default.model.loss, default.train.steps) == (4e-4, "hinge", 6000)
+    assert default.model.spectral_norm and (default.optim.b1, default.optim.b2) == (0.0, 0.9)
+    classic = dcgan.get_config("classic")
+    assert (classic.model.g_width, classic.model.d_width) == (64, 64)
+    assert (classic.optim.g_lr, classic.optim.d_lr, classic.train.steps) == (1e-4, 4e-4, 2000)
+    both = dcgan.get_config("classic,tiny")  # presets apply left to right
     assert both.model.g_width == dcgan.get_config("tiny").model.g_width == 8
+    assert both.optim.g_lr == 1e-4
 
 
 def test_dcgan_tiny_then_sample(tmp_path):
@@ -122,7 +127,7 @@ def test_bad_input_gives_one_line_errors(tmp_path):
     assert "DCGAN image size 18 is not supported" in line
     assert not (tmp_path / "w").exists()  # nothing written for a config that cannot work
     line = _error_line(_run(*base, "--config=experiments/dcgan.py:tiny,huge"))
-    assert "unknown preset 'huge'; this experiment has fast, tiny" in line
+    assert "unknown preset 'huge'; this experiment has classic, tiny" in line
     line = _error_line(_run(*base, "--config.data.source=digits", "--config.optim.g_lr=nan"))
     assert "non-finite g_param_norm=nan at step 1" in line
     assert not (tmp_path / "w" / "checkpoints" / "2").exists()  # nothing saved from a NaN state

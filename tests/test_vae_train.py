@@ -65,6 +65,32 @@ def test_cvae_uses_labels_and_ae_and_dae_learn():
         assert last["recon_loss"] < 0.9 * first["recon_loss"] and last["l2"] > 0
 
 
+def test_cvae_class_term_trains_its_classifier_on_real_images_only():
+    chex.clear_trace_counter()
+    config = cvae.get_config("mlp,tiny")
+    config.model.aux_classifier_weight = 1.0
+    family, state, first, last = _fit(config)
+    assert "aux_classifier" in state.params
+    assert last["aux_real_ce"] < 0.9 * first["aux_real_ce"]
+    assert last["aux_fake_ce"] < first["aux_fake_ce"] and 0 <= last["aux_fake_acc"] <= 1
+    # The prior-sample term moves the decoder, never the classifier: from one state, weights
+    # 1 and 5 give the classifier the same update and the decoder different ones.
+    updated = {}
+    for weight in (1.0, 5.0):
+        config.model.aux_classifier_weight = weight
+        step = build_family(config, (8, 8, 1), 10).make_train_step(None)
+        updated[weight] = jax.jit(step)(state, _batch(), jax.random.key(2))[0].params
+
+    def equal(part):
+        return jax.tree.leaves(jax.tree.map(np.array_equal, updated[1.0][part], updated[5.0][part]))
+
+    assert all(equal("aux_classifier")) and not all(equal("decoder"))
+    # Without the term the model has no classifier, and old checkpoints keep their tree.
+    config.model.aux_classifier_weight = 0.0
+    plain = build_family(config, (8, 8, 1), 10).init_state(jax.random.key(0))
+    assert "aux_classifier" not in plain.params
+
+
 def test_bad_knobs_are_clear_errors():
     config = vae.get_config("mlp,tiny")
     config.data.binarize = "sometimes"
@@ -73,6 +99,10 @@ def test_bad_knobs_are_clear_errors():
     config = cvae.get_config("mlp,tiny")
     with pytest.raises(UserError, match="needs labelled data"):
         build_family(config, (8, 8, 1), None)
+    config = cvae.get_config("mlp,tiny")
+    config.model.aux_classifier_weight = -1.0
+    with pytest.raises(UserError, match="aux_classifier_weight must be >= 0"):
+        build_family(config, (8, 8, 1), 10)
     config = denoising_ae.get_config("mlp,tiny")
     config.corruption.kind = "blur"
     with pytest.raises(ValueError, match="unknown corruption"):

@@ -3,7 +3,11 @@
 One step: binarise the batch (``data.binarize``), encode, draw ``z`` with the
 reparameterisation trick, decode, and take one optimizer step on the negative ELBO with the
 KL weighted by ``beta`` (β-VAE) times a linear warm-up. "cvae" feeds the labels to the encoder
-and the decoder. The likelihood (Bernoulli or Gaussian) is ``model.likelihood``.
+and the decoder, and with ``model.aux_classifier_weight > 0`` adds a class term: an auxiliary
+classifier learns the labels of the real images, and the decoder's mean images of prior draws
+``z ~ N(0, I)`` for the batch's labels are pushed towards being classified as those labels
+(the classifier loss of Bao et al. 2017's CVAE-GAN). The likelihood (Bernoulli or Gaussian) is
+``model.likelihood``.
 
 Binarisation (``data.binarize``): "none" (continuous pixels in [0, 1]), "static" (threshold
 at 0.5, the same every epoch) or "dynamic" (a fresh Bernoulli(pixel) sample every step; the
@@ -24,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from genimg import images as images_lib
 from genimg import losses, synthesis
@@ -62,6 +67,10 @@ def model_config(arch: str = "conv", conditional: bool = False) -> ml_collection
     m.weight_decay = 0.0  # L2 penalty 0.5 * wd * ||w||^2 on kernels
     if conditional:
         m.label_embed_dim = 0  # 0 = one-hot labels, else a learned embedding of this size
+        # > 0: the class term (module docstring) with this weight per image, in nats, beside
+        # the ELBO's; its classifier (one conv per stage of these widths) is trained with it.
+        m.aux_classifier_weight = 0.0
+        m.aux_classifier_widths = (16, 32)
     return m
 
 
@@ -77,6 +86,8 @@ def tiny(config: ml_collections.ConfigDict) -> None:
     """The ``tiny`` preset's model and eval settings."""
     common.tiny_trunk(config.model)
     config.model.latent_dim = 2
+    if "aux_classifier_widths" in config.model:
+        config.model.aux_classifier_widths = (4, 8)
     config.eval.update(k=8, chunk_size=4, batch_size=4)
 
 
@@ -121,18 +132,25 @@ def make_vae_train_step(
     kl_warmup_steps: int = 0,
     weight_decay: float = 0.0,
     conditional: bool = False,
+    aux_classifier_weight: float = 0.0,
     log_norms: bool = True,
     axis_name: str | None = None,
 ):
     """Return a pure ``train_step(state, batch, rng) -> (state, metrics)``.
 
     The loss is ``-(log p(x|z) - beta_t * KL) + weight_decay * 0.5 ||w||^2`` averaged over the
-    batch, with ``beta_t = beta * min(1, step / kl_warmup_steps)``. Under ``axis_name`` the
+    batch, with ``beta_t = beta * min(1, step / kl_warmup_steps)``. With
+    ``aux_classifier_weight = w > 0`` (a conditional model with ``classify``) it adds
+    ``CE(C(x), y) + w * CE(C(mean(decode(z', y))), y)`` with ``z' ~ N(0, I)``: the first term
+    trains the classifier C on the real (unbinarised) images, the second trains the decoder
+    only (C's parameters are held fixed in it). Under ``axis_name`` the
     gradients and metrics are averaged over devices; binarisation and ``z`` noise are slices
     of one global draw (dropout is per device).
     """
     losses.likelihood_channels(likelihood, 1)  # validates the likelihood eagerly
     _check_binarize(binarize_mode)
+    if aux_classifier_weight and not conditional:
+        raise ValueError("aux_classifier_weight needs a conditional VAE (labels in the batch)")
 
     def forward(module: VAE, x, eps, labels):
         mean, logvar = module.encode(x, labels, train=True)
@@ -153,6 +171,33 @@ def make_vae_train_step(
         )
         eps = global_normal(z_rng, local_batch, (model.latent_dim,), axis_name)
         kl_w = losses.kl_weight(state.step, beta, kl_warmup_steps)
+        if aux_classifier_weight:
+            prior_rng = jax.random.fold_in(z_rng, 1)
+            eps_prior = global_normal(prior_rng, local_batch, (model.latent_dim,), axis_name)
+
+        def class_term(params):
+            """(real CE into C, weighted prior-sample CE into the decoder, their metrics)."""
+            ce = optax.softmax_cross_entropy_with_integer_labels
+            real = model.apply({"params": params}, batch["image"], method=VAE.classify)
+            held = {**params, "aux_classifier": jax.lax.stop_gradient(params["aux_classifier"])}
+            out = model.apply(
+                {"params": held},
+                eps_prior,
+                labels,
+                True,
+                method=VAE.decode,
+                rngs={"dropout": jax.random.fold_in(dropout_rng, 1)},
+            )
+            fake = model.apply(
+                {"params": held}, losses.likelihood_mean(likelihood, out), method=VAE.classify
+            )
+            real_ce, fake_ce = ce(real, labels).mean(), ce(fake, labels).mean()
+            metrics = {
+                "aux_real_ce": real_ce,
+                "aux_fake_ce": fake_ce,
+                "aux_fake_acc": jnp.mean(jnp.argmax(fake, -1) == labels),
+            }
+            return real_ce + aux_classifier_weight * fake_ce, metrics
 
         def loss_fn(params):
             out, mean, logvar = model.apply(
@@ -161,6 +206,9 @@ def make_vae_train_step(
             log_lik = losses.log_likelihood(likelihood, out, x, scale=gaussian_scale)
             kl = losses.gaussian_kl(mean, logvar)
             loss, parts = losses.vae_loss(log_lik, kl, kl_w)
+            if aux_classifier_weight:
+                aux_loss, aux_parts = class_term(params)
+                loss, parts = loss + aux_loss, {**parts, **aux_parts}
             if weight_decay:
                 loss = loss + weight_decay * losses.l2_penalty(params)
             return loss, parts
@@ -258,6 +306,9 @@ def _build(config, image_shape, num_classes, conditional: bool) -> VAEFamily:
     m = config.model
     if conditional and not num_classes:
         raise UserError("family 'cvae' needs labelled data; this data source has no labels")
+    aux_weight = float(m.get("aux_classifier_weight", 0.0)) if conditional else 0.0
+    if aux_weight < 0:
+        raise UserError(f"model.aux_classifier_weight must be >= 0, got {aux_weight}")
     model = make_vae(
         m.arch,
         image_shape,
@@ -265,6 +316,7 @@ def _build(config, image_shape, num_classes, conditional: bool) -> VAEFamily:
         losses.likelihood_channels(m.likelihood, image_shape[-1]),
         num_classes=num_classes if conditional else 0,
         label_embed_dim=m.label_embed_dim if conditional else 0,
+        aux_classifier_widths=tuple(m.aux_classifier_widths) if aux_weight else (),
         **common.trunk_kwargs(m),
     )
     model = precision.wrap(model, m.get("dtype", "float32"))
@@ -286,6 +338,7 @@ def _build(config, image_shape, num_classes, conditional: bool) -> VAEFamily:
             kl_warmup_steps=m.kl_warmup_steps,
             weight_decay=m.weight_decay,
             conditional=conditional,
+            aux_classifier_weight=aux_weight,
             log_norms=config.train.log_norms,
             axis_name=axis_name,
         )
