@@ -5,8 +5,8 @@
     python -m experiments.cgan --workdir=/tmp/t --config=experiments/cgan.py:tiny
     python -m genimg.sample --workdir=runs/cgan --labels=3,7 --num_samples=16 --out=s.npz
 
-The DCGAN experiment's networks and recipe (hinge loss, spectrally normalised D, TTUR with
-Adam(0, 0.9), EMA generator, 2000 steps at batch 64) with the labels flowing through the batch:
+The DCGAN experiment's networks and its `:classic` recipe (full width, hinge loss, spectrally
+normalised D, TTUR with Adam(0, 0.9), EMA generator, 2000 steps at batch 64) with the labels flowing through the batch:
 every batch norm of G takes a per-class scale and shift, and D adds the projection
 ``<embed(y), phi(x)>`` to its logit (Miyato & Koyama 2018). Fake batches are drawn for uniform
 labels. Sample grids put one class per column. Every GAN option of experiments/dcgan.py
@@ -35,7 +35,8 @@ def get_config(arg: str | None = None):
         train=config_lib.train_block(num_samples=100),  # a 10x10 grid, one class per column
         eval=periodic.eval_config(),
     )
-    # The DCGAN experiment's recipe (see experiments/dcgan.py for why).
+    # The DCGAN experiment's :classic recipe (see experiments/dcgan.py for why). Its default,
+    # half width with G's learning rate at D's, was not measured for the conditional model.
     config.model.update(loss="hinge", spectral_norm=True)
     config.optim.update(g_lr=1e-4, d_lr=4e-4, b1=0.0, b2=0.9)
     return config_lib.apply_presets(config, arg, {"concat": concat, "mlp": mlp, "tiny": tiny})
