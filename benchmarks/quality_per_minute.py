@@ -109,7 +109,7 @@ def train_genimg(args, marks, folder: pathlib.Path) -> list[dict]:
         batch = config.train.batch_size
         records.append({"impl": "genimg", "sampling": "ema" if config.model.ema_decay else "raw",
                         **snap, "images_seen": snap["step"] * batch, "file": str(path),
-                        "set": list(args.set)})  # fmt: skip
+                        "preset": args.preset, "set": list(args.set)})  # fmt: skip
     return records
 
 
@@ -178,8 +178,9 @@ def plot(records: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     lines: dict[str, list] = {}
     for r in sorted(records, key=lambda r: r["minutes"]):
+        preset = f":{r['preset']}" if r.get("preset") else ""
         label = r.get("label") or (
-            f"{r['impl']} ({r['sampling']})" + "".join(f" {s}" for s in r.get("set", []))
+            f"{r['impl']}{preset} ({r['sampling']})" + "".join(f" {s}" for s in r.get("set", []))
         )
         lines.setdefault(label, []).append((r["minutes"], r["fid"]))
     for label, points in sorted(lines.items()):

@@ -77,6 +77,7 @@ from genimg.train import model_card
 from genimg.train.checkpoint import restore_run
 from genimg.train.family import EvalData
 from genimg.train.run_provenance import provenance_for_run
+from genimg.train.workdir import atomic_write_text
 
 EVAL_FILE = "eval.json"
 UNTRAINED_EVAL_FILE = "eval_untrained.json"  # --untrained: kept apart from the run's numbers
@@ -367,12 +368,10 @@ def _fake_dir(spec: str) -> pathlib.Path:
 
 
 def _write(path: pathlib.Path, results: dict) -> dict:
-    """Merge ``results`` into the JSON file at ``path`` (atomically) and return them."""
+    """Merge ``results`` into the JSON file at ``path`` (atomically, fsynced) and return them."""
     merged = json.loads(path.read_text()) if path.exists() else {}
     merged.update(results)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
     return results
 
 

@@ -316,3 +316,18 @@ def test_accelerator_check_runs_its_path_on_the_cpu():
     assert 4 * 1e6 < row["flops_per_step"] < 4 * 1e9
     achieved = row["flops_per_step"] / (row["ms_per_step"] / 1000) / 1e12
     assert row["mfu"]["given"] == pytest.approx(achieved / 2, rel=0.02, abs=1e-4)
+
+
+def test_experiment_config_takes_presets_and_fails_in_one_line(capsys):
+    sys.path.insert(0, str(BENCH))  # loop_overhead imports nothing else from benchmarks/
+    loop_overhead = _load("loop_overhead")
+    assert loop_overhead.experiment_config("dcgan").model.g_width == 32
+    classic = loop_overhead.experiment_config("dcgan:classic")
+    assert (classic.model.g_width, classic.optim.g_lr, classic.train.steps) == (64, 1e-4, 2000)
+    for spec, expected in (("dcgan:huge", "unknown preset 'huge'"), ("nope", "experiments.nope")):
+        with pytest.raises(SystemExit) as exit_info:
+            loop_overhead.experiment_config(spec)
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --experiment={spec}: ") and expected in err
+        assert err.count("\n") == 1
