@@ -138,7 +138,7 @@ def test_bad_input_gives_one_line_errors(tmp_path):
 @pytest.mark.parametrize(
     "module, expected",
     [
-        ("experiments.dcgan", ["--workdir", "--config", "--config.train.steps=2000"]),
+        ("experiments.dcgan", ["--workdir", "--config", "--config.train.steps=6000"]),
         ("genimg.sample", ["--num_samples", "--labels", "--out"]),
         ("genimg.evaluate", ["--num_images", "--num_samples", "--metrics", "accuracy"]),
     ],

@@ -24,10 +24,13 @@ def test_tiny_preset_logs_the_recorded_metrics(tmp_path, name, preset):
     assert_matches_golden(f"{name}:{preset}", tmp_path)
 
 
-@pytest.mark.parametrize("name", ["dcgan", "mlp_gan"])
-def test_gan_tiny_presets_on_fashion_mnist(tmp_path, fashion_dir, name):
+# "dcgan:tiny" was recorded when the DCGAN's default recipe was today's `:classic` (the
+# default's half width does not reach tiny, but its learning rates do), so it runs
+# "classic,tiny": the same config the recording ran.
+@pytest.mark.parametrize("name, presets", [("dcgan", "classic,tiny"), ("mlp_gan", "tiny")])
+def test_gan_tiny_presets_on_fashion_mnist(tmp_path, fashion_dir, name, presets):
     # The GAN tiny presets keep the default data source, Fashion-MNIST.
-    config = golden_config(importlib.import_module(f"experiments.{name}").get_config("tiny"))
+    config = golden_config(importlib.import_module(f"experiments.{name}").get_config(presets))
     assert config.data.source == "fashion_mnist"
     train_from_config(config, tmp_path)
     assert_matches_golden(f"{name}:tiny", tmp_path)
