@@ -6,12 +6,12 @@
     python -m genimg.sample --workdir=runs/cgan --labels=3,7 --num_samples=16 --out=s.npz
 
 The DCGAN experiment's networks and its `:classic` recipe (full width, hinge loss, spectrally
-normalised D, TTUR with Adam(0, 0.9), EMA generator, 2000 steps at batch 64) with the labels flowing through the batch:
-every batch norm of G takes a per-class scale and shift, and D adds the projection
-``<embed(y), phi(x)>`` to its logit (Miyato & Koyama 2018). Fake batches are drawn for uniform
-labels. Sample grids put one class per column. Every GAN option of experiments/dcgan.py
-(model.loss, gp_weight, r1_weight, n_critic, spectral_norm, ema_decay, optim.g_lr/d_lr) works
-here unchanged. Result on a 2-core CPU: see the README.
+normalised D, TTUR with Adam(0, 0.9), EMA generator, 2000 steps at batch 64) with the labels
+flowing through the batch: every batch norm of G takes a per-class scale and shift, and D adds
+the projection ``<embed(y), phi(x)>`` to its logit (Miyato & Koyama 2018). Fake batches are
+drawn for uniform labels. Sample grids put one class per column. Every GAN option of
+experiments/dcgan.py (model.loss, gp_weight, r1_weight, n_critic, spectral_norm, ema_decay,
+optim.g_lr/d_lr) works here unchanged. Result on a 2-core CPU: see the README.
 Presets: concat (one-hot label joined to z and to D's input channels instead), mlp (the
 classic conditional MLP GAN of Mirza & Osindero 2014, concatenation in G, projection in D),
 tiny (seconds).
