@@ -636,6 +636,11 @@ class _Trainer:
         reason = workdir_lib.disk_error(err)
         if reason is None:
             return err
+        # Orbax writes each array in its own asyncio future; when the disk fills, the others
+        # fail with the same error, and asyncio logs each unretrieved one ("Future exception
+        # was never retrieved", with its traceback) when it is collected, after this one-line
+        # error. That failure is reported here, once: keep the rest of the process quiet.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         kept = [s for s in ckpt.finished_steps(self.workdir) if s != self.saving]
         intact = f"those of step(s) {', '.join(map(str, kept))} are intact" if kept else "none"
         return TrainingError(
