@@ -84,7 +84,8 @@ class Snapshots:
 
 
 def train_genimg(args, marks, folder: pathlib.Path) -> list[dict]:
-    """The default DCGAN experiment for ``max(marks)`` minutes; its samples at every mark."""
+    """The DCGAN experiment (``--preset``, ``--set``) for ``max(marks)`` minutes; its samples
+    at every mark."""
     from genimg import images as images_lib  # noqa: PLC0415
     from genimg import synthesis  # noqa: PLC0415
     from genimg.train import checkpoint as ckpt  # noqa: PLC0415

@@ -319,7 +319,7 @@ def test_accelerator_check_runs_its_path_on_the_cpu():
 
 
 def test_experiment_config_takes_presets_and_fails_in_one_line(capsys):
-    sys.path.insert(0, str(BENCH))  # loop_overhead imports nothing else from benchmarks/
+    sys.path.insert(0, str(BENCH))  # loop_overhead imports train_throughput from benchmarks/
     loop_overhead = _load("loop_overhead")
     assert loop_overhead.experiment_config("dcgan").model.g_width == 32
     classic = loop_overhead.experiment_config("dcgan:classic")

@@ -78,10 +78,7 @@ def main(args):
     pooled = rng.multivariate_normal(means.mean(0), np.cov(means.T), NUM)
     report("ex-post prior: one pooled Gaussian", batched(decode, pooled, labels), labels)
 
-    def reconstruct(x, y):
-        return family.decode(state, family.encode(state, x, y), y)
-
-    reconstruct = jax.jit(reconstruct)
+    reconstruct = jax.jit(lambda x, y: family.reconstruct(state, x, y))
     xb = binarised(test.images)
     report(
         "reconstructions of the binarised test images",

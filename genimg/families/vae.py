@@ -157,6 +157,11 @@ def make_vae_train_step(
         z = losses.reparameterize(mean, logvar, eps)
         return module.decode(z, labels, train=True), mean, logvar
 
+    def classify_prior_samples(module: VAE, z, labels):
+        """C's logits of the decoder's mean images of ``z`` (drawn from the prior)."""
+        out = module.decode(z, labels, train=True)
+        return module.classify(losses.likelihood_mean(likelihood, out))
+
     def train_step(state: State, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
         binarize_rng, z_rng, dropout_rng = jax.random.split(rng, 3)
@@ -180,16 +185,12 @@ def make_vae_train_step(
             ce = optax.softmax_cross_entropy_with_integer_labels
             real = model.apply({"params": params}, batch["image"], method=VAE.classify)
             held = {**params, "aux_classifier": jax.lax.stop_gradient(params["aux_classifier"])}
-            out = model.apply(
+            fake = model.apply(
                 {"params": held},
                 eps_prior,
                 labels,
-                True,
-                method=VAE.decode,
+                method=classify_prior_samples,
                 rngs={"dropout": jax.random.fold_in(dropout_rng, 1)},
-            )
-            fake = model.apply(
-                {"params": held}, losses.likelihood_mean(likelihood, out), method=VAE.classify
             )
             real_ce, fake_ce = ce(real, labels).mean(), ce(fake, labels).mean()
             metrics = {
