@@ -18,9 +18,11 @@ from jax import lax
 from genimg.errors import ConfigError
 from genimg.models import gan
 from genimg.models.autoencoder import make_trunks
-from genimg.models.layers import ConvTranspose
+from genimg.models.layers import ConvTranspose, kernel_from_torch
 from genimg.ops import onednn
 from tests.fake_devices import run_on_fake_devices
+from tests.test_layers import MODEL_CONFIGS, ODD_CONFIGS
+from tests.test_layers import _numpy_conv_transpose as numpy_conv_transpose
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -254,6 +256,59 @@ def test_pmap_on_fake_devices(backend):
     out = run_on_fake_devices(_PMAP_SCRIPT, devices=4, timeout=120)
     assert out["devices"] == 4
     assert out["rel_err"] < 1e-5, json.dumps(out)
+
+
+@pytest.mark.parametrize("config", MODEL_CONFIGS + ODD_CONFIGS)
+def test_native_conv_transpose_is_onednn_backward_data(backend, config):
+    # ConvTranspose(impl="native"): oneDNN's backward-data where it fits (s > 1, p >= op, p < k,
+    # >= 4 output channels), else the sub-pixel form; the same function either way, against
+    # torch's definition in float64 and lax's transposed conv up to second-order gradients.
+    k, s, p, op = config
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 6, 3))
+    w_torch, bias = rng.normal(size=(3, 6, k, k)), rng.normal(size=(6,))  # torch [Cin, Cout, k, k]
+    variables = {"params": {"kernel": kernel_from_torch(w_torch), "bias": bias}}
+    variables, x32 = jax.tree.map(jnp.float32, (variables, x))
+    native = ConvTranspose(6, k, s, p, op, impl="native", conv_backend="onednn")
+    ref = ConvTranspose(6, k, s, p, op, impl="transpose")
+    fits = s > 1 and p >= op and p < k
+    jaxpr = str(jax.make_jaxpr(native.apply)(variables, x32))
+    assert ("genimg_onednn_conv_bwd_data" in jaxpr) == fits, jaxpr
+    _close(native.apply(variables, x32), numpy_conv_transpose(x, w_torch, bias, s, p, op))
+
+    cot = jax.random.normal(jax.random.key(1), native.apply(variables, x32).shape)
+
+    def grads(module):
+        loss = lambda v, x: jnp.sum(module.apply(v, x) * cot)
+        dx_norm = lambda v: jnp.sum(jax.grad(loss, argnums=1)(v, x32) ** 2)  # a penalty's shape
+        return jax.grad(loss, argnums=(0, 1))(variables, x32), jax.grad(dx_norm)(variables)
+
+    for a, b in zip(jax.tree.leaves(grads(native)), jax.tree.leaves(grads(ref)), strict=True):
+        _close(a, b)
+
+
+def test_auto_conv_transpose_is_native_under_onednn_only_where_it_fits(backend):
+    x = jnp.ones((2, 7, 7, 8))
+
+    def jaxpr(module):
+        return str(jax.make_jaxpr(lambda: module.init_with_output(jax.random.key(0), x))())
+
+    # The DCGAN's and conv VAE's hidden upsampling layers; their 1-channel output layers and
+    # every layer under the XLA backend stay sub-pixel.
+    assert "conv_bwd_data" in jaxpr(ConvTranspose(64, 5, 2, 2, 1, conv_backend="onednn"))
+    assert "conv_bwd_data" in jaxpr(ConvTranspose(32, 3, 2, 1, 1, conv_backend="onednn"))
+    assert "conv_bwd_data" not in jaxpr(ConvTranspose(1, 5, 2, 2, 1, conv_backend="onednn"))
+    assert "genimg_onednn" not in jaxpr(ConvTranspose(64, 5, 2, 2, 1, conv_backend="xla"))
+    assert "genimg_onednn" not in jaxpr(ConvTranspose(64, 5, 2, 2, 1, impl="native"))
+
+
+def test_conv_input_grad_checks_its_shapes(backend):
+    dy, w = jnp.ones((1, 4, 4, 6)), jnp.ones((3, 3, 2, 6))
+    got = onednn.conv_input_grad(dy, w, (1, 8, 8, 2), (2, 2), ((1, 0), (1, 0)))
+    want = jax.vjp(lambda x: _ref(x, w, (2, 2), ((1, 0), (1, 0))), jnp.zeros((1, 8, 8, 2)))[1](dy)
+    _close(got, want[0])
+    with pytest.raises(ValueError, match=r"do not fit x \(1, 9, 9, 2\)"):
+        onednn.conv_input_grad(dy, w, (1, 9, 9, 2), (2, 2), ((1, 1), (1, 1)))
 
 
 def test_bad_shapes_give_an_error_not_a_crash(backend):

@@ -20,14 +20,23 @@ Implementations (`impl`):
   `s*s*Cout` channels, whose kernel is gathered from `kernel` by those indices (zeros where a
   falls outside [0, k)), followed by depth-to-space gives every phase at once. Exact for any
   (k, s, p, op); when the output is not s times the input the extra rows are cropped.
-- "auto" (default): "subpixel" on CPU, where it is the fastest exact form we found
-  (benchmarks/README.md); "transpose" elsewhere (GPU/TPU libraries implement strided
-  transposed convs natively). For stride 1 both are the same plain convolution.
+- "native": the transposed conv as what it is, the input gradient of the strided convolution
+  it transposes (oneDNN's backward-data, `onednn.conv_input_grad`, which is also what torch's
+  `ConvTranspose2d` runs on CPU). No multiply-add is wasted: the sub-pixel form's shared
+  window reads every phase's zero taps (k=5, s=2: 36 taps per 4 outputs instead of 25; k=3:
+  16 instead of 9). Needs the oneDNN backend, float32, `padding >= output_padding`,
+  `padding < k` and at least 4 output channels (oneDNN's backward-data to 1-3 channels is
+  slower than XLA's, see `onednn._MIN_ONEDNN_DX_CHANNELS`); elsewhere it is "subpixel".
+- "auto" (default): on CPU "native" where oneDNN runs the convolutions and the layer fits it,
+  else "subpixel", the fastest exact form with XLA's convolutions (benchmarks/README.md);
+  "transpose" elsewhere (GPU/TPU libraries implement strided transposed convs natively). For
+  stride 1 all are the same plain convolution.
 
 `conv_backend` picks who runs the stride-1 convolutions of the "subpixel" and stride-1 forms:
 "xla" (the module's default, `lax.conv_general_dilated`), "onednn" (`genimg.ops.onednn`, CPU
 only; same parameters, same function up to float32 summation order) or "auto" (oneDNN on CPU
-where available, else XLA: the experiments' configs default to it). "transpose" always uses XLA.
+where available, else XLA: the experiments' configs default to it). "transpose" always uses XLA;
+"native" needs oneDNN.
 
 Weights from torch: `kernel_from_torch(w)` maps a ConvTranspose2d weight [Cin, Cout, k, k] to
 ours by flipping both spatial axes and moving channels last (torch's op is the adjoint of a
@@ -50,6 +59,7 @@ Array = jax.Array
 Initializer = Callable[..., Array]
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+IMPLS = ("auto", "native", "subpixel", "transpose")
 
 
 def conv_transpose_padding(kernel_size: int, padding: int, output_padding: int = 0):
@@ -156,6 +166,34 @@ def conv_transpose_subpixel(
     return y
 
 
+def native_fits(x: Array, kernel: Array, stride: int, padding: int, output_padding: int) -> bool:
+    """Whether the "native" (oneDNN backward-data) form computes this transposed conv."""
+    k, cout = kernel.shape[0], kernel.shape[-1]
+    return (
+        x.dtype == jnp.float32
+        and kernel.dtype == jnp.float32
+        and 0 <= padding - output_padding
+        and padding < k
+        and cout >= onednn._MIN_ONEDNN_DX_CHANNELS
+        and kernel.shape[0] == kernel.shape[1]
+    )
+
+
+def conv_transpose_native(
+    x: Array, kernel: Array, stride: int, padding: int, output_padding: int
+) -> Array:
+    """Torch-style `ConvTranspose2d(k, stride, padding, output_padding)` of x [B, H, W, Cin]
+    with our [k, k, Cin, Cout] kernel, as oneDNN's backward-data of the stride-s conv from
+    [B, H', W', Cout] to [B, H, W, Cin] (see `native_fits` for where it applies)."""
+    k, s, p, op = kernel.shape[0], stride, padding, output_padding
+    b, h, w, _ = x.shape
+    out_shape = (b, (h - 1) * s - 2 * p + k + op, (w - 1) * s - 2 * p + k + op, kernel.shape[-1])
+    # Ours correlates the dilated input with `kernel`; the conv it transposes correlates with the
+    # spatially flipped kernel, from Cout to Cin channels.
+    conv_kernel = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    return onednn.conv_input_grad(x, conv_kernel, out_shape, (s, s), ((p, p - op),) * 2)
+
+
 class ConvTranspose(nn.Module):
     """Transposed conv with torch (k, s, p, op) semantics and flax `nn.ConvTranspose` params."""
 
@@ -165,7 +203,7 @@ class ConvTranspose(nn.Module):
     padding: int = 2
     output_padding: int = 1  # extra rows/cols at the bottom/right, as in torch; < strides
     use_bias: bool = True
-    impl: str = "auto"  # "auto" | "subpixel" | "transpose"; all compute the same function
+    impl: str = "auto"  # "auto" | "native" | "subpixel" | "transpose": the same function
     conv_backend: str = "xla"  # "xla" | "onednn" | "auto": who runs subpixel / stride-1 convs
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
@@ -178,8 +216,8 @@ class ConvTranspose(nn.Module):
         k, s = self.kernel_size, self.strides
         if not 0 <= self.output_padding < s:
             raise ValueError(f"output_padding must be in [0, strides), got {self.output_padding}")
-        if self.impl not in ("auto", "subpixel", "transpose"):
-            raise ValueError(f"unknown impl {self.impl!r}")
+        if self.impl not in IMPLS:
+            raise ValueError(f"unknown impl {self.impl!r}; expected one of {IMPLS}")
         conv = onednn.conv_fn(self.conv_backend)
         kernel = self.param(
             "kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype
@@ -193,9 +231,17 @@ class ConvTranspose(nn.Module):
         pads = (conv_transpose_padding(k, self.padding, self.output_padding),) * 2
         impl = self.impl
         if impl == "auto":
-            impl = "subpixel" if jax.default_backend() == "cpu" else "transpose"
-        if s == 1:  # no dilation: both forms are this plain convolution
+            impl = "native" if jax.default_backend() == "cpu" else "transpose"
+        if impl == "native" and not (
+            conv is onednn.conv_general_dilated
+            and jax.default_backend() == "cpu"
+            and native_fits(x, kernel, s, self.padding, self.output_padding)
+        ):
+            impl = "subpixel"
+        if s == 1:  # no dilation: every form is this plain convolution
             y = conv(x, kernel, (1, 1), pads, dimension_numbers=_NHWC, precision=self.precision)
+        elif impl == "native":
+            y = conv_transpose_native(x, kernel, s, self.padding, self.output_padding)
         elif impl == "subpixel":
             y = conv_transpose_subpixel(x, kernel, s, pads, precision=self.precision, conv=conv)
         else:

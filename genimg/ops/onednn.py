@@ -287,6 +287,31 @@ def conv(x, w, strides=(1, 1), padding=((0, 0), (0, 0))):
     return _fwd(x, w, strides, padding)
 
 
+def conv_input_grad(dy, w, x_shape, strides=(1, 1), padding=((0, 0), (0, 0))):
+    """The input gradient of `conv(x, w, strides, padding)` for output cotangent `dy`, with x of
+    `x_shape`: oneDNN's backward-data. As a function of `dy` this is the transposed convolution
+    (torch's `conv_transpose2d` with weight w[::-1, ::-1] moved to [Cin, Cout, KH, KW]), which is
+    how `layers.ConvTranspose` runs its "native" form. Differentiable to any order, like `conv`.
+
+    dy [N, OH, OW, O], w [KH, KW, C, O], x_shape (N, H, W, C), float32; padding >= 0 and
+    consistent with the shapes (OH = (H + pt + pb - KH) // sh + 1, likewise OW).
+    """
+    require()
+    strides, padding = _normalize(strides, padding)
+    x_shape = tuple(int(d) for d in x_shape)
+    if dy.dtype != jnp.float32 or w.dtype != jnp.float32:
+        raise TypeError(f"oneDNN conv is float32 only, got {dy.dtype} and {w.dtype}")
+    if min(min(p) for p in padding) < 0:
+        raise ValueError(f"oneDNN conv needs padding >= 0, got {padding}")
+    want = _out_shape(x_shape, w.shape, strides, padding)
+    if tuple(dy.shape) != want or x_shape[-1] != w.shape[2]:
+        raise ValueError(
+            f"conv_input_grad: dy {tuple(dy.shape)} and w {tuple(w.shape)} do not fit x "
+            f"{x_shape} (a conv of x gives {want})"
+        )
+    return _bwd_data(dy, w, x_shape, strides, padding)
+
+
 def _supported(
     lhs,
     rhs,
