@@ -4,7 +4,8 @@ Run from the repository root (prints exactly one JSON line on stdout, the keys o
 torch_peer.py plus JAX extras):
 
     python benchmarks/train_throughput.py --model=dcgan --batch_size=64 --steps=30 --warmup=5
-        [--threads=N] [--upsample_impl=auto|native|subpixel|transpose] [--conv_backend=auto|xla|onednn]
+        [--threads=N] [--upsample_impl=auto|native|subpixel|transpose]
+        [--conv_backend=auto|xla|onednn]
         [--ema_decay=D] [--log_norms] [--no_cpu_defaults]
 
     {"impl": "jax", "jax": "0.10.2", "model": "dcgan", "batch": 64, "device": "cpu",
