@@ -12,6 +12,8 @@ setting changed:
 - default: the config as shipped (for the DCGAN: hinge loss, spectrally normalised D, EMA of
   G at 0.999, gradient/parameter norm metrics, `model.conv_backend="auto"`);
 - xla / onednn: `model.conv_backend` forced to XLA's convolutions / oneDNN's;
+- subpixel: `model.upsample_impl="subpixel"` (the transposed convolutions' form before
+  "native", oneDNN's own, became the CPU default under oneDNN);
 - no_norms: `train.log_norms=False`; no_ema: `model.ema_decay=0`; no_sn:
   `model.spectral_norm=False`; bare: all three off (the step benchmarks/compare.py times,
   except for the loss).
@@ -43,6 +45,7 @@ VARIANTS = {
     "default": {},
     "xla": {"model.conv_backend": "xla"},
     "onednn": {"model.conv_backend": "onednn"},
+    "subpixel": {"model.upsample_impl": "subpixel"},
     "no_norms": {"train.log_norms": False},
     "no_ema": {"model.ema_decay": 0.0},
     "no_sn": {"model.spectral_norm": False},

@@ -6,7 +6,7 @@ torch_peer.py plus JAX extras):
     python benchmarks/train_throughput.py --model=dcgan --batch_size=64 --steps=30 --warmup=5
         [--threads=N] [--upsample_impl=auto|native|subpixel|transpose]
         [--conv_backend=auto|xla|onednn]
-        [--ema_decay=D] [--log_norms] [--no_cpu_defaults]
+        [--ema_decay=D] [--log_norms] [--no_cpu_defaults] [--per_step]
 
     {"impl": "jax", "jax": "0.10.2", "model": "dcgan", "batch": 64, "device": "cpu",
      "threads": 2, "img_per_s": ..., "ms_per_step": ..., "steps": 30, "compile": true,
@@ -40,6 +40,8 @@ import json
 import os
 import sys
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -120,6 +122,19 @@ def time_steps(step, state, batch, rng, warmup: int, steps: int):
     return state, metrics, time.perf_counter() - t0
 
 
+def per_step_ms(step, state, batch, rng, steps: int):
+    """Runs `steps` calls of `step`, waiting for each: (state, list of ms per call)."""
+    import jax
+
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = step(state, batch, rng)
+        jax.block_until_ready((state, metrics))
+        times.append(1000 * (time.perf_counter() - t0))
+    return state, times
+
+
 def run(args) -> dict:
     """Build, compile, warm up and time; returns the JSON record."""
     import jax
@@ -145,6 +160,12 @@ def run(args) -> dict:
     compile_s = time.perf_counter() - t0
 
     state, metrics, seconds = time_steps(step, state, batch, rng, args.warmup, args.steps)
+    spread = {}
+    if args.per_step:  # then each step again, waited for one by one
+        state, step_ms = per_step_ms(step, state, batch, rng, args.steps)
+        qs = np.percentile(step_ms, [0, 10, 50, 90, 100])
+        names = ("min", "p10", "p50", "p90", "max")
+        spread = {"per_step_ms": {k: round(float(q), 2) for k, q in zip(names, qs, strict=True)}}
 
     finite = all(bool(jax.numpy.isfinite(v).all()) for v in jax.tree.leaves(metrics))
     return {
@@ -167,6 +188,7 @@ def run(args) -> dict:
         "finite": finite,
         "cpu_defaults": args.cpu_defaults,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **spread,
     }
 
 
@@ -201,6 +223,12 @@ def define_flags():
         "Also compute the gradient/parameter norm metrics (the experiments' default).",
     )
     cli.define_bool("no_cpu_defaults", False, "Skip genimg.platform.configure_cpu_defaults().")
+    cli.define_bool(
+        "per_step",
+        False,
+        "Then time `steps` more calls one by one (each waited for) and add their spread "
+        "(per_step_ms: min, p10, p50, p90, max) to the record.",
+    )
 
 
 def cpu_defaults_opted_out(argv: list[str]) -> bool:

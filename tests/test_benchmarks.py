@@ -69,16 +69,22 @@ def _flag_names(help_text: str) -> str:
 
 @pytest.mark.parametrize("model", ["dcgan", "mlpgan", "convvae"])
 def test_train_throughput_prints_one_record(model):
+    per_step = ["--per_step"] if model == "mlpgan" else []
     out = _run(
-        ["benchmarks/train_throughput.py", f"--model={model}", "--batch_size=8", "--steps=2"]
-        + ["--warmup=1", "--log_norms"]
+        ["benchmarks/train_throughput.py", f"--model={model}", "--batch_size=8", "--steps=3"]
+        + ["--warmup=1", "--log_norms", *per_step]
     )
     record = _one_record(out.stdout)
     assert PEER_KEYS <= record.keys()
     assert record["impl"] == "jax" and record["model"] == model
-    assert record["batch"] == 8 and record["steps"] == 2 and record["log_norms"] is True
+    assert record["batch"] == 8 and record["steps"] == 3 and record["log_norms"] is True
     assert record["finite"] is True and record["img_per_s"] > 0
     assert record["cpu_defaults"]["xla_flags"] in ("appended", "kept", "unsupported", "disabled")
+    if per_step:  # min <= p10 <= median <= p90 <= max, all positive
+        spread = [record["per_step_ms"][k] for k in ("min", "p10", "p50", "p90", "max")]
+        assert 0 < spread[0] and spread == sorted(spread), spread
+    else:
+        assert "per_step_ms" not in record
 
 
 def test_train_throughput_no_cpu_defaults_reaches_xla_flags():

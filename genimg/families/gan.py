@@ -63,7 +63,7 @@ def model_config(arch: str = "dcgan", conditional: bool = False) -> ml_collectio
         m.g_width = 64  # channels of the last hidden G stage (doubles per stage)
         m.d_width = 64  # channels of the first D conv (doubles per stage)
         m.kernel_size = 5
-        m.upsample_impl = "auto"  # layers.ConvTranspose: "auto" | "subpixel" | "transpose"
+        m.upsample_impl = "auto"  # layers.ConvTranspose: one of layers.IMPLS
         m.conv_backend = "auto"  # "auto" (oneDNN on CPU where available) | "xla" | "onednn"
         m.d_dropout = 0.0
         m.spectral_norm = False
