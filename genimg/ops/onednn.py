@@ -289,9 +289,9 @@ def conv(x, w, strides=(1, 1), padding=((0, 0), (0, 0))):
 
 def conv_input_grad(dy, w, x_shape, strides=(1, 1), padding=((0, 0), (0, 0))):
     """The input gradient of `conv(x, w, strides, padding)` for output cotangent `dy`, with x of
-    `x_shape`: oneDNN's backward-data. As a function of `dy` this is the transposed convolution
-    (torch's `conv_transpose2d` with weight w[::-1, ::-1] moved to [Cin, Cout, KH, KW]), which is
-    how `layers.ConvTranspose` runs its "native" form. Differentiable to any order, like `conv`.
+    `x_shape`: oneDNN's backward-data. As a function of `dy` this is a transposed convolution
+    (torch's `conv_transpose2d(dy, w.transpose(3, 2, 0, 1))` in NCHW), which is how
+    `layers.ConvTranspose` runs its "native" form. Differentiable to any order, like `conv`.
 
     dy [N, OH, OW, O], w [KH, KW, C, O], x_shape (N, H, W, C), float32; padding >= 0 and
     consistent with the shapes (OH = (H + pt + pb - KH) // sh + 1, likewise OW).
