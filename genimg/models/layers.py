@@ -26,7 +26,7 @@ Implementations (`impl`):
   window reads every phase's zero taps (k=5, s=2: 36 taps per 4 outputs instead of 25; k=3:
   16 instead of 9). Needs the oneDNN backend, float32, `padding >= output_padding`,
   `padding < k` and at least 4 output channels (oneDNN's backward-data to 1-3 channels is
-  slower than XLA's, see `onednn._MIN_ONEDNN_DX_CHANNELS`); elsewhere it is "subpixel".
+  slower than XLA's, see `onednn.MIN_ONEDNN_DX_CHANNELS`); elsewhere it is "subpixel".
 - "auto" (default): on CPU "native" where oneDNN runs the convolutions and the layer fits it,
   else "subpixel", the fastest exact form with XLA's convolutions (benchmarks/README.md);
   "transpose" elsewhere (GPU/TPU libraries implement strided transposed convs natively). For
@@ -166,7 +166,7 @@ def conv_transpose_subpixel(
     return y
 
 
-def native_fits(x: Array, kernel: Array, stride: int, padding: int, output_padding: int) -> bool:
+def native_fits(x: Array, kernel: Array, padding: int, output_padding: int) -> bool:
     """Whether the "native" (oneDNN backward-data) form computes this transposed conv."""
     k, cout = kernel.shape[0], kernel.shape[-1]
     return (
@@ -174,8 +174,8 @@ def native_fits(x: Array, kernel: Array, stride: int, padding: int, output_paddi
         and kernel.dtype == jnp.float32
         and 0 <= padding - output_padding
         and padding < k
-        and cout >= onednn._MIN_ONEDNN_DX_CHANNELS
-        and kernel.shape[0] == kernel.shape[1]
+        and cout >= onednn.MIN_ONEDNN_DX_CHANNELS
+        and kernel.shape[0] == kernel.shape[1]  # conv_transpose_native reads k from axis 0
     )
 
 
@@ -235,7 +235,7 @@ class ConvTranspose(nn.Module):
         if impl == "native" and not (
             conv is onednn.conv_general_dilated
             and jax.default_backend() == "cpu"
-            and native_fits(x, kernel, s, self.padding, self.output_padding)
+            and native_fits(x, kernel, self.padding, self.output_padding)
         ):
             impl = "subpixel"
         if s == 1:  # no dilation: every form is this plain convolution

@@ -214,13 +214,14 @@ def _fwd_bwd(strides, padding, res, g):
 
 # Below this many input channels oneDNN's backward-data kernels are slower than XLA's (DCGAN's
 # 1 -> 64 first layer at batch 64: 3.2 ms vs 1.2 ms on the 2-core AVX-512 machines), so the
-# input gradient of such convs is left to XLA.
-_MIN_ONEDNN_DX_CHANNELS = 4
+# input gradient of such convs is left to XLA (and layers.ConvTranspose's "native" form, which
+# is a backward-data, to the sub-pixel form).
+MIN_ONEDNN_DX_CHANNELS = 4
 
 
 def _dx(dy, w, x_shape, strides, padding):
     """Input gradient: oneDNN's backward-data, or XLA's transpose for very few input channels."""
-    if x_shape[-1] >= _MIN_ONEDNN_DX_CHANNELS:
+    if x_shape[-1] >= MIN_ONEDNN_DX_CHANNELS:
         return _bwd_data(dy, w, x_shape, strides, padding)
     x = jax.ShapeDtypeStruct(x_shape, dy.dtype)
     conv = functools.partial(lax.conv_general_dilated, dimension_numbers=_NHWC)
@@ -272,18 +273,25 @@ def _normalize(strides, padding):
     return strides, padding
 
 
+def _checked(a, w, strides, padding):
+    """The public ops' common checks: the backend is available (`ConfigError` otherwise), both
+    operands are float32, padding is >= 0. Returns (strides, padding) normalised."""
+    require()
+    strides, padding = _normalize(strides, padding)
+    if a.dtype != jnp.float32 or w.dtype != jnp.float32:
+        raise TypeError(f"oneDNN conv is float32 only, got {a.dtype} and {w.dtype}")
+    if min(min(p) for p in padding) < 0:
+        raise ValueError(f"oneDNN conv needs padding >= 0, got {padding}")
+    return strides, padding
+
+
 def conv(x, w, strides=(1, 1), padding=((0, 0), (0, 0))):
     """`lax.conv_general_dilated(x, w, strides, padding, ("NHWC", "HWIO", "NHWC"))` in oneDNN.
 
     x [N, H, W, C] and w [KH, KW, C, O], float32; padding is explicit ((lo, hi), (lo, hi)),
     each >= 0. Raises `ConfigError` (one line, with the fix) when the backend is unavailable.
     """
-    require()
-    strides, padding = _normalize(strides, padding)
-    if x.dtype != jnp.float32 or w.dtype != jnp.float32:
-        raise TypeError(f"oneDNN conv is float32 only, got {x.dtype} and {w.dtype}")
-    if min(min(p) for p in padding) < 0:
-        raise ValueError(f"oneDNN conv needs padding >= 0, got {padding}")
+    strides, padding = _checked(x, w, strides, padding)
     return _fwd(x, w, strides, padding)
 
 
@@ -296,13 +304,8 @@ def conv_input_grad(dy, w, x_shape, strides=(1, 1), padding=((0, 0), (0, 0))):
     dy [N, OH, OW, O], w [KH, KW, C, O], x_shape (N, H, W, C), float32; padding >= 0 and
     consistent with the shapes (OH = (H + pt + pb - KH) // sh + 1, likewise OW).
     """
-    require()
-    strides, padding = _normalize(strides, padding)
+    strides, padding = _checked(dy, w, strides, padding)
     x_shape = tuple(int(d) for d in x_shape)
-    if dy.dtype != jnp.float32 or w.dtype != jnp.float32:
-        raise TypeError(f"oneDNN conv is float32 only, got {dy.dtype} and {w.dtype}")
-    if min(min(p) for p in padding) < 0:
-        raise ValueError(f"oneDNN conv needs padding >= 0, got {padding}")
     want = _out_shape(x_shape, w.shape, strides, padding)
     if tuple(dy.shape) != want or x_shape[-1] != w.shape[2]:
         raise ValueError(
